@@ -1,0 +1,1 @@
+"""Subcommands of the `detailed-balance` CLI (one module each; see cli.py)."""

@@ -1,0 +1,498 @@
+"""`Transitions`: the one in-memory representation of counted agent transitions.
+
+A tidy frame of ``llm, source, target, count`` (one row per distinct triple, self steps kept)
+plus a per-(llm, source) ``visits`` table: how many LLM calls used that state as the prompt
+(the paper's N₀), including calls that produced nothing valid or the same state.
+
+Everything downstream (estimators, models, checks, reports) receives data through this class
+and its vectorised views (`moves`, `pairs`, `cycles`, components), which index states by
+position in `Transitions.states` so that several LLMs share one state index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+DEFAULT_LLM = "default"
+VisitsSpec = Literal["uniform", "outgoing"] | pd.DataFrame | None
+
+
+class DataError(ValueError):
+    """Bad transition data: the message names the file, the row or state, and the fix."""
+
+
+def _where(origin: str | None) -> str:
+    return f"{origin}: " if origin else ""
+
+
+def _clean_names(values: pd.Series, what: str, origin: str | None, rows: pd.Index) -> pd.Series:
+    """State/LLM names as strings; reject NaN and empty names, naming the first bad row."""
+    bad = values.isna()
+    as_str = values.astype("string")
+    bad |= as_str.str.strip().fillna("").eq("")
+    if bad.any():
+        row = rows[np.flatnonzero(bad.to_numpy())[0]]
+        raise DataError(
+            f"{_where(origin)}row {row}: the {what} name is empty or missing; "
+            f"every row needs a non-empty {what} (fix or delete the row)."
+        )
+    return as_str.astype(object).astype(str)
+
+
+def _clean_counts(values: pd.Series, what: str, origin: str | None, rows: pd.Index) -> np.ndarray:
+    """Non-negative integer counts; reject negative, fractional, missing, non-numeric values."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    array = numeric.to_numpy(dtype=float, na_value=np.nan)
+    checks = (
+        (np.isnan(array), "is missing or not a number"),
+        (array < 0, "is negative; counts are numbers of LLM calls and must be >= 0"),
+        (np.isfinite(array) & (array != np.round(array)), "is not a whole number"),
+        (np.isinf(array), "is infinite"),
+    )
+    for mask, problem in checks:
+        if mask.any():
+            first = np.flatnonzero(mask)[0]
+            raise DataError(
+                f"{_where(origin)}row {rows[first]}: {what} {values.iloc[first]!r} {problem} "
+                f"(fix the value or delete the row)."
+            )
+    return array.astype(np.int64)
+
+
+def _row_labels(frame: pd.DataFrame, row_offset: int) -> pd.Index:
+    """Human row numbers for messages: file line numbers when `row_offset` says where data starts."""
+    return pd.RangeIndex(row_offset, row_offset + len(frame))
+
+
+def normalise_counts(
+    frame: pd.DataFrame, *, origin: str | None = None, row_offset: int = 1, llm: str | None = None
+) -> pd.DataFrame:
+    """Validate a raw ``source, target, count[, llm]`` frame and sum duplicate rows."""
+    allowed = {"source", "target", "count", "llm"}
+    unknown = [c for c in frame.columns if c not in allowed]
+    if unknown:
+        raise DataError(
+            f"{_where(origin)}unknown column {unknown[0]!r}; transition data has columns "
+            f"source,target,count and optionally llm (rename or drop the column)."
+        )
+    missing = [c for c in ("source", "target", "count") if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{_where(origin)}missing column {missing[0]!r}; transition data needs columns "
+            f"source,target,count (and optionally llm)."
+        )
+    rows = _row_labels(frame, row_offset)
+    if "llm" in frame.columns:
+        llms = _clean_names(frame["llm"], "llm", origin, rows)
+    else:
+        llms = pd.Series(llm or DEFAULT_LLM, index=frame.index, dtype=object)
+    tidy = pd.DataFrame(
+        {
+            "llm": llms.to_numpy(dtype=object),
+            "source": _clean_names(frame["source"], "source", origin, rows).to_numpy(dtype=object),
+            "target": _clean_names(frame["target"], "target", origin, rows).to_numpy(dtype=object),
+            "count": _clean_counts(frame["count"], "count", origin, rows),
+        }
+    )
+    summed = tidy.groupby(["llm", "source", "target"], sort=True, as_index=False)["count"].sum()
+    return summed.astype({"llm": object, "source": object, "target": object, "count": np.int64})
+
+
+def normalise_visits(
+    frame: pd.DataFrame, *, origin: str | None = None, row_offset: int = 1, llm: str | None = None
+) -> pd.DataFrame:
+    """Validate a raw ``source, visits[, llm]`` table (``state`` is accepted for ``source``)."""
+    if "state" in frame.columns and "source" not in frame.columns:
+        frame = frame.rename(columns={"state": "source"})
+    allowed = {"source", "visits", "llm"}
+    unknown = [c for c in frame.columns if c not in allowed]
+    if unknown or "source" not in frame.columns or "visits" not in frame.columns:
+        raise DataError(
+            f"{_where(origin)}a visits table has columns source,visits and optionally llm "
+            f"(found {', '.join(map(str, frame.columns))})."
+        )
+    rows = _row_labels(frame, row_offset)
+    visits = pd.to_numeric(frame["visits"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    bad = ~np.isfinite(visits) | (visits < 0)
+    if bad.any():
+        first = np.flatnonzero(bad)[0]
+        raise DataError(
+            f"{_where(origin)}row {rows[first]}: visits {frame['visits'].iloc[first]!r} must be a "
+            f"number >= 0 (how many calls used this state as the prompt)."
+        )
+    if "llm" in frame.columns:
+        llms = _clean_names(frame["llm"], "llm", origin, rows)
+    else:
+        llms = pd.Series(llm or DEFAULT_LLM, index=frame.index, dtype=object)
+    tidy = pd.DataFrame(
+        {
+            "llm": llms.to_numpy(dtype=object),
+            "source": _clean_names(frame["source"], "source", origin, rows).to_numpy(dtype=object),
+            "visits": visits,
+        }
+    )
+    return tidy.groupby(["llm", "source"], sort=True, as_index=False)["visits"].sum()
+
+
+def _uniform_visits(counts: pd.DataFrame, calls: float | Mapping[str, float] | None) -> pd.DataFrame:
+    """N₀ = total calls / number of prompt states, per LLM (the paper's word-task convention)."""
+    parts = []
+    for name, group in counts.groupby("llm", sort=True):
+        sources = np.unique(group["source"].to_numpy(dtype=object))
+        if isinstance(calls, Mapping):
+            total = calls.get(name)
+        else:
+            total = calls
+        total = float(group["count"].sum()) if total is None else float(total)
+        parts.append(pd.DataFrame({"llm": name, "source": sources, "visits": total / len(sources)}))
+    if not parts:
+        return pd.DataFrame({"llm": [], "source": [], "visits": []})
+    return pd.concat(parts, ignore_index=True)
+
+
+def _outgoing_visits(counts: pd.DataFrame, min_visits: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """N₀(f) = Σ_{g≠f} n(f→g); states with N₀ ≤ `min_visits` are dropped (paper, GPT-5 Nano)."""
+    moves = counts[counts["source"] != counts["target"]]
+    out = moves.groupby(["llm", "source"], sort=True, as_index=False)["count"].sum()
+    out = out.rename(columns={"count": "visits"}).astype({"visits": float})
+    kept = out[out["visits"] > min_visits]
+    keep_keys = pd.MultiIndex.from_frame(kept[["llm", "source"]])
+    src_ok = pd.MultiIndex.from_frame(counts[["llm", "source"]]).isin(keep_keys)
+    dst_ok = pd.MultiIndex.from_arrays([counts["llm"], counts["target"]]).isin(keep_keys)
+    return counts[src_ok & dst_ok].reset_index(drop=True), kept.reset_index(drop=True)
+
+
+@dataclass
+class Transitions:
+    """Counted transitions of one or several LLMs, with per-source visits.
+
+    Build with `Transitions.from_counts` (or a reader); the constructor expects already
+    normalised frames.
+    """
+
+    counts: pd.DataFrame
+    visits: pd.DataFrame
+    scores: pd.Series | None = None
+    origin: str | None = None
+    convention: str = "explicit"
+    dropped_states: int = 0
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_counts(
+        cls,
+        counts: pd.DataFrame,
+        visits: VisitsSpec = None,
+        *,
+        calls: float | Mapping[str, float] | None = None,
+        min_visits: float = 1,
+        scores: pd.Series | Mapping[str, float] | None = None,
+        origin: str | None = None,
+        llm: str | None = None,
+    ) -> Transitions:
+        """Validate counts and resolve visits.
+
+        visits: a table (``source, visits[, llm]``), ``"uniform"`` (N₀ = calls / number of prompt
+        states, per LLM; `calls` defaults to the total count), or ``"outgoing"`` / None
+        (N₀(f) = Σ_{g≠f} n(f→g), dropping states with N₀ ≤ `min_visits`).
+        """
+        tidy = normalise_counts(counts, origin=origin, llm=llm)
+        dropped = 0
+        if isinstance(visits, pd.DataFrame):
+            table = normalise_visits(visits, origin=origin, llm=llm)
+            convention = "explicit"
+            cls._check_visits(tidy, table, origin)
+        elif visits == "uniform":
+            table, convention = _uniform_visits(tidy, calls), "uniform"
+        elif visits in (None, "outgoing"):
+            before = _n_states(tidy)
+            tidy, table = _outgoing_visits(tidy, min_visits)
+            convention, dropped = "outgoing", before - _n_states(tidy)
+        else:
+            raise DataError(
+                f"unknown visits convention {visits!r}; use 'uniform', 'outgoing' or a table "
+                f"with columns source,visits[,llm]."
+            )
+        score_series = None if scores is None else pd.Series(scores, dtype=float, name="score")
+        return cls(tidy, table, score_series, origin, convention, dropped)
+
+    @staticmethod
+    def _check_visits(counts: pd.DataFrame, visits: pd.DataFrame, origin: str | None) -> None:
+        out = counts.groupby(["llm", "source"], sort=True)["count"].sum()
+        out = out[out > 0]
+        have = visits.set_index(["llm", "source"])["visits"]
+        joined = out.to_frame("moves").join(have, how="left")
+        missing = joined["visits"].isna()
+        if missing.any():
+            llm, state = joined.index[missing.to_numpy()][0]
+            raise DataError(
+                f"{_where(origin)}state {state!r} (llm {llm!r}) has transitions out of it but no "
+                f"visits row; add `{state},<calls>` to the visits table or use --visits outgoing."
+            )
+        short = joined["visits"] < joined["moves"]
+        if short.any():
+            (llm, state), row = joined.index[short.to_numpy()][0], joined[short].iloc[0]
+            raise DataError(
+                f"{_where(origin)}state {state!r} (llm {llm!r}) has {row['visits']:g} visits but "
+                f"{int(row['moves'])} transitions out of it; visits count every call that used "
+                f"the state as the prompt, so they cannot be fewer (check the visits table, or "
+                f"use --visits uniform / outgoing)."
+            )
+
+    # -- basic properties --------------------------------------------------------------------
+    @property
+    def llms(self) -> list[str]:
+        return sorted(set(self.counts["llm"]) | set(self.visits["llm"]))
+
+    @property
+    def states(self) -> pd.Index:
+        """All state names (sources, targets and visited states of every LLM), sorted."""
+        if "states" not in self._cache:
+            names = np.unique(
+                np.concatenate(
+                    [
+                        self.counts["source"].to_numpy(dtype=object),
+                        self.counts["target"].to_numpy(dtype=object),
+                        self.visits["source"].to_numpy(dtype=object),
+                    ]
+                ).astype(str)
+            )
+            self._cache["states"] = pd.Index(names, name="state", dtype=object)
+        return self._cache["states"]
+
+    @property
+    def n_states(self) -> int:
+        return len(self.states)
+
+    @property
+    def total_calls(self) -> float:
+        return float(self.visits["visits"].sum())
+
+    def _llm(self, llm: str | None) -> str:
+        names = self.llms
+        if llm is None:
+            if len(names) == 1:
+                return names[0]
+            raise DataError(f"the data has several LLMs ({', '.join(names)}); pass llm=NAME.")
+        if llm not in names:
+            raise DataError(f"unknown llm {llm!r}; the data has {', '.join(names)}.")
+        return llm
+
+    def select(self, llm: str) -> Transitions:
+        """The transitions of one LLM, with its own state index."""
+        name = self._llm(llm)
+        counts = self.counts[self.counts["llm"] == name].reset_index(drop=True)
+        visits = self.visits[self.visits["llm"] == name].reset_index(drop=True)
+        return Transitions(counts, visits, self.scores, self.origin, self.convention)
+
+    def index_of(self, names) -> np.ndarray:
+        """Positions of state names in `states`; unknown names raise a DataError naming one."""
+        names = np.asarray(names, dtype=object)
+        pos = self.states.get_indexer(names)
+        if (pos < 0).any():
+            bad = names[np.flatnonzero(pos < 0)[0]]
+            raise DataError(f"unknown state {bad!r}: it does not occur in the transition data.")
+        return pos
+
+    def visits_array(self, llm: str | None = None) -> np.ndarray:
+        """N₀ per state (0 for states never used as a prompt), aligned with `states`."""
+        name = self._llm(llm)
+        key = ("visits", name)
+        if key not in self._cache:
+            table = self.visits[self.visits["llm"] == name]
+            out = np.zeros(self.n_states)
+            out[self.index_of(table["source"].to_numpy())] = table["visits"].to_numpy(float)
+            self._cache[key] = out
+        return self._cache[key]
+
+    # -- views ---------------------------------------------------------------------------------
+    def moves(self, llm: str | None = None) -> pd.DataFrame:
+        """Observed moves f→g (f ≠ g, count > 0): ``source, target, count, i, j, visits, rate``.
+
+        ``rate`` is the paper's kernel estimate T(f→g) = min(1, n / N₀(f)).
+        """
+        name = self._llm(llm)
+        key = ("moves", name)
+        if key not in self._cache:
+            c = self.counts
+            c = c[(c["llm"] == name) & (c["source"] != c["target"]) & (c["count"] > 0)]
+            i = self.index_of(c["source"].to_numpy())
+            j = self.index_of(c["target"].to_numpy())
+            n0 = self.visits_array(name)[i]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rate = np.minimum(1.0, c["count"].to_numpy() / n0)
+            self._cache[key] = pd.DataFrame(
+                {
+                    "source": c["source"].to_numpy(dtype=object),
+                    "target": c["target"].to_numpy(dtype=object),
+                    "count": c["count"].to_numpy(np.int64),
+                    "i": i,
+                    "j": j,
+                    "visits": n0,
+                    "rate": rate,
+                }
+            )
+        return self._cache[key]
+
+    def count_matrix(self, llm: str | None = None) -> sp.csr_matrix:
+        """Sparse n(f→g) over `states` (f ≠ g)."""
+        m = self.moves(llm)
+        n = self.n_states
+        return sp.csr_matrix((m["count"].to_numpy(), (m["i"], m["j"])), shape=(n, n))
+
+    def pairs(self, llm: str | None = None) -> pd.DataFrame:
+        """Unordered pairs seen in either direction: ``f, g, i, j, n_fg, n_gf, N_f, N_g``.
+
+        f is the state earlier in `states` (i < j). N is NaN for a state never used as a prompt.
+        """
+        name = self._llm(llm)
+        key = ("pairs", name)
+        if key not in self._cache:
+            c = self.count_matrix(name).tocoo()
+            lo, hi = np.minimum(c.row, c.col), np.maximum(c.row, c.col)
+            n = self.n_states
+            code = lo.astype(np.int64) * n + hi
+            uniq, inv = np.unique(code, return_inverse=True)
+            forward = c.row < c.col
+            n_fg = np.bincount(inv, weights=np.where(forward, c.data, 0), minlength=len(uniq))
+            n_gf = np.bincount(inv, weights=np.where(forward, 0, c.data), minlength=len(uniq))
+            i, j = uniq // n, uniq % n
+            visits = self.visits_array(name)
+            n0 = np.where(visits > 0, visits, np.nan)
+            self._cache[key] = pd.DataFrame(
+                {
+                    "f": self.states.to_numpy()[i],
+                    "g": self.states.to_numpy()[j],
+                    "i": i,
+                    "j": j,
+                    "n_fg": n_fg.astype(np.int64),
+                    "n_gf": n_gf.astype(np.int64),
+                    "N_f": n0[i],
+                    "N_g": n0[j],
+                }
+            )
+        return self._cache[key]
+
+    def strong_components(self, llm: str | None = None) -> np.ndarray:
+        """Label of the strongly connected component of each state (aligned with `states`)."""
+        return connected_components(self.count_matrix(llm), directed=True, connection="strong")[1]
+
+    def weak_components(self, llm: str | None = None) -> np.ndarray:
+        """Label of the weakly connected component (the pair graph's components) of each state."""
+        return connected_components(self.count_matrix(llm), directed=True, connection="weak")[1]
+
+    def cycles(self, llm: str | None = None, min_count: int = 1) -> pd.DataFrame:
+        """All 3-cycles whose six directed edges were each seen ≥ `min_count` times.
+
+        One row per triangle {a, b, c} with i < j < k; "forward" is a→b→c→a. Enumerated with
+        degree-ordered wedges (vectorised; O(E^1.5) at worst).
+        """
+        c = self.count_matrix(llm)
+        both = c.minimum(c.T)
+        both.data[both.data < min_count] = 0
+        both.eliminate_zeros()
+        upper = sp.triu(both, k=1).tocoo()
+        a, b = upper.row.astype(np.int64), upper.col.astype(np.int64)
+        tri = _triangles(a, b, self.n_states)
+        names = self.states.to_numpy()
+        return pd.DataFrame(
+            {
+                "a": names[tri[:, 0]],
+                "b": names[tri[:, 1]],
+                "c": names[tri[:, 2]],
+                "i": tri[:, 0],
+                "j": tri[:, 1],
+                "k": tri[:, 2],
+            }
+        )
+
+    def state_table(self, llm: str | None = None) -> pd.DataFrame:
+        """Per state: visits, moves in and out, self steps, and score when known."""
+        name = self._llm(llm)
+        c = self.counts[self.counts["llm"] == name]
+        n = self.n_states
+        i = self.index_of(c["source"].to_numpy())
+        j = self.index_of(c["target"].to_numpy())
+        cnt = c["count"].to_numpy(float)
+        is_self = i == j
+        table = pd.DataFrame(
+            {
+                "visits": self.visits_array(name),
+                "moves_out": np.bincount(i[~is_self], cnt[~is_self], minlength=n),
+                "moves_in": np.bincount(j[~is_self], cnt[~is_self], minlength=n),
+                "self_steps": np.bincount(i[is_self], cnt[is_self], minlength=n),
+            },
+            index=self.states,
+        )
+        if self.scores is not None:
+            table["score"] = self.scores.reindex(self.states).to_numpy()
+        return table
+
+    # -- provenance and output ---------------------------------------------------------------
+    def data_hash(self) -> str:
+        """SHA-256 of the canonical counts and visits (order-independent)."""
+        digest = hashlib.sha256()
+        digest.update(pd.util.hash_pandas_object(self.counts, index=False).to_numpy().tobytes())
+        digest.update(pd.util.hash_pandas_object(self.visits, index=False).to_numpy().tobytes())
+        return digest.hexdigest()
+
+    def to_csv(self, path: str | Path, visits_path: str | Path | None = None) -> None:
+        """Write ``llm,source,target,count`` and, if given, ``llm,source,visits``."""
+        self.counts.to_csv(path, index=False)
+        if visits_path is not None:
+            self.visits.to_csv(visits_path, index=False)
+
+    def to_parquet(self, path: str | Path, visits_path: str | Path | None = None) -> None:
+        self.counts.to_parquet(path, index=False)
+        if visits_path is not None:
+            self.visits.to_parquet(visits_path, index=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"Transitions({len(self.llms)} llm(s), {self.n_states} states, "
+            f"{int(self.counts['count'].sum())} counted transitions, visits={self.convention})"
+        )
+
+
+def _n_states(counts: pd.DataFrame) -> int:
+    return len(set(counts["source"]) | set(counts["target"]))
+
+
+def _triangles(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """Triangles of an undirected graph given by edges (a, b); rows sorted i < j < k."""
+    if len(a) == 0:
+        return np.empty((0, 3), dtype=np.int64)
+    degree = np.bincount(np.concatenate([a, b]), minlength=n)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.lexsort((np.arange(n), degree))] = np.arange(n)
+    # Orient each edge from lower to higher rank: every node has few higher-ranked neighbours.
+    lo = np.where(rank[a] < rank[b], a, b)
+    hi = np.where(rank[a] < rank[b], b, a)
+    order = np.argsort(lo, kind="stable")
+    lo, hi = lo[order], hi[order]
+    start = np.searchsorted(lo, np.arange(n + 1))
+    # Wedge lo→hi, lo→w with rank[hi] < rank[w]: a triangle when hi→w is an edge too.
+    out_deg = np.diff(start)
+    rep = out_deg[lo]
+    e = np.repeat(np.arange(len(lo)), rep)
+    offset = np.arange(len(e)) - np.repeat(np.cumsum(rep) - rep, rep)
+    w = hi[start[lo[e]] + offset]
+    keep = rank[w] > rank[hi[e]]
+    u, v, w = lo[e][keep], hi[e][keep], w[keep]
+    edge_codes = np.sort(lo.astype(np.int64) * n + hi)
+    probe = v.astype(np.int64) * n + w
+    pos = np.searchsorted(edge_codes, probe)
+    found = pos < len(edge_codes)
+    found[found] = edge_codes[pos[found]] == probe[found]
+    tri = np.sort(np.stack([u[found], v[found], w[found]], axis=1), axis=1)
+    return tri[np.lexsort((tri[:, 2], tri[:, 1], tri[:, 0]))]

@@ -1,0 +1,1 @@
+"""detailed_balance.models"""
