@@ -1,0 +1,57 @@
+"""Options and helpers shared by the data-reading subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from detailed_balance.data import Transitions, read_transitions
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, nargs: str | None = None) -> None:
+    """`DATA` and `--visits uniform|outgoing|VISITS.csv` (+ `--calls`, `--min-visits`, `--llm`)."""
+    parser.add_argument("data", metavar="DATA", nargs=nargs, help="transition data file")
+    parser.add_argument(
+        "--visits",
+        metavar="uniform|outgoing|VISITS.csv",
+        help="visits convention or a visits table (default: what the data carries, else outgoing)",
+    )
+    parser.add_argument(
+        "--calls", type=float, help="total LLM calls for --visits uniform (default: total count)"
+    )
+    parser.add_argument(
+        "--min-visits",
+        type=float,
+        default=1,
+        help="with --visits outgoing, drop states with at most this many visits (default 1)",
+    )
+    parser.add_argument("--llm", help="the LLM to analyse when the data holds several")
+
+
+def sibling_visits(path: Path) -> Path | None:
+    """The visits table written beside a transitions file (`transitions.csv` → `visits.csv`)."""
+    candidates = [path.with_name(f"{path.stem}.visits{path.suffix}")]
+    if "transitions" in path.stem:
+        candidates.append(path.with_name(path.name.replace("transitions", "visits")))
+    return next((c for c in candidates if c.is_file() and c != path), None)
+
+
+def load_data(args: argparse.Namespace, path: str | None = None) -> Transitions:
+    """Read DATA with the visits options.
+
+    Without --visits the data's own visits are used: the JSON layouts carry them, and a
+    `visits.csv` written beside `transitions.csv` (by `simulate` or `export`) is picked up;
+    otherwise the "outgoing" convention applies.
+    """
+    data_path = Path(path or args.data)
+    visits = args.visits
+    if visits is None and data_path.suffix.lower() != ".json":
+        found = sibling_visits(data_path)
+        if found is not None:
+            print(f"using visits from {found}", file=sys.stderr)
+            visits = str(found)
+    data = read_transitions(data_path, visits, calls=args.calls, min_visits=args.min_visits)
+    if getattr(args, "llm", None):
+        data = data.select(args.llm)
+    return data
