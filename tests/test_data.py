@@ -62,7 +62,9 @@ def test_pairs_orders_and_counts_both_directions():
 
 
 def test_unvisited_targets_have_unknown_visits():
-    counts = pd.DataFrame({"source": ["a", "b", "a"], "target": ["b", "a", "INVALID"], "count": [2, 3, 4]})
+    counts = pd.DataFrame(
+        {"source": ["a", "b", "a"], "target": ["b", "a", "INVALID"], "count": [2, 3, 4]}
+    )
     data = Transitions.from_counts(counts, pd.DataFrame({"source": ["a", "b"], "visits": [10, 5]}))
     pair = data.pairs().set_index(["f", "g"]).loc[("INVALID", "a")]
     assert np.isnan(pair["N_f"]) and pair["N_g"] == 10 and pair["n_gf"] == 4
@@ -98,7 +100,11 @@ def test_cycles_match_brute_force(min_count):
 
 def test_components():
     counts = pd.DataFrame(
-        {"source": ["a", "b", "b", "c", "x", "y"], "target": ["b", "a", "c", "d", "y", "x"], "count": 1}
+        {
+            "source": ["a", "b", "b", "c", "x", "y"],
+            "target": ["b", "a", "c", "d", "y", "x"],
+            "count": 1,
+        }
     )
     data = Transitions.from_counts(counts, "uniform")
     strong = pd.Series(data.strong_components(), index=data.states)

@@ -70,8 +70,8 @@ def format_summary(summary: dict) -> str:
     lines = []
     for key, title in titles.items():
         values = summary.get(key)
-        cells = "no data" if values is None else ", ".join(
-            f"{k}={_fmt(v)}" for k, v in values.items()
+        cells = (
+            "no data" if values is None else ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
         )
         lines.append(f"{title:<48} {cells}")
     return "\n".join(lines)

@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .transitions import DataError, Transitions, VisitsSpec, normalise_counts, normalise_visits

@@ -143,7 +143,9 @@ def normalise_visits(
     return tidy.groupby(["llm", "source"], sort=True, as_index=False)["visits"].sum()
 
 
-def _uniform_visits(counts: pd.DataFrame, calls: float | Mapping[str, float] | None) -> pd.DataFrame:
+def _uniform_visits(
+    counts: pd.DataFrame, calls: float | Mapping[str, float] | None
+) -> pd.DataFrame:
     """N₀ = total calls / number of prompt states, per LLM (the paper's word-task convention)."""
     parts = []
     for name, group in counts.groupby("llm", sort=True):
@@ -349,6 +351,21 @@ class Transitions:
         m = self.moves(llm)
         n = self.n_states
         return sp.csr_matrix((m["count"].to_numpy(), (m["i"], m["j"])), shape=(n, n))
+
+    def edge_counts(self, i: np.ndarray, j: np.ndarray, llm: str | None = None) -> np.ndarray:
+        """n(i→j) for arrays of state positions (0 where never seen); vectorised lookup."""
+        key = ("edge_codes", self._llm(llm))
+        if key not in self._cache:
+            m = self.moves(llm)
+            codes = m["i"].to_numpy(np.int64) * self.n_states + m["j"].to_numpy(np.int64)
+            order = np.argsort(codes)
+            self._cache[key] = (codes[order], m["count"].to_numpy(np.int64)[order])
+        codes, counts = self._cache[key]
+        probe = np.asarray(i, dtype=np.int64) * self.n_states + np.asarray(j, dtype=np.int64)
+        pos = np.clip(np.searchsorted(codes, probe), 0, max(len(codes) - 1, 0))
+        if len(codes) == 0:
+            return np.zeros(probe.shape, dtype=np.int64)
+        return np.where(codes[pos] == probe, counts[pos], 0)
 
     def pairs(self, llm: str | None = None) -> pd.DataFrame:
         """Unordered pairs seen in either direction: ``f, g, i, j, n_fg, n_gf, N_f, N_g``.

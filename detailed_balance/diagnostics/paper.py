@@ -72,13 +72,22 @@ def db_scatter(
     t_gf = np.minimum(1.0, p["n_gf"].to_numpy() / p["N_g"].to_numpy())
     y = np.log(t_fg) - np.log(t_gf)
     sigma = np.sqrt(
-        1 / p["n_fg"].to_numpy() + 1 / p["N_f"].to_numpy()
-        + 1 / p["n_gf"].to_numpy() + 1 / p["N_g"].to_numpy()
+        1 / p["n_fg"].to_numpy()
+        + 1 / p["N_f"].to_numpy()
+        + 1 / p["n_gf"].to_numpy()
+        + 1 / p["N_g"].to_numpy()
     )
     usable = np.isfinite(x) & (np.abs(x) <= math.log(max(total, 1.0)))
     points = pd.DataFrame(
-        {"f": p["f"], "g": p["g"], "n_fg": p["n_fg"], "n_gf": p["n_gf"],
-         "delta_v": x, "log_ratio": y, "sigma": sigma}
+        {
+            "f": p["f"],
+            "g": p["g"],
+            "n_fg": p["n_fg"],
+            "n_gf": p["n_gf"],
+            "delta_v": x,
+            "log_ratio": y,
+            "sigma": sigma,
+        }
     )[usable].reset_index(drop=True)
     n = len(points)
     resid = (points["log_ratio"] - points["delta_v"]) / points["sigma"]
@@ -92,13 +101,12 @@ def db_scatter(
 
 def loop_log_rates(data: Transitions, cycles: pd.DataFrame, llm: str | None = None) -> pd.DataFrame:
     """Forward (a→b→c→a) and backward Σ log T per 3-cycle with the paper's σ² per side."""
-    counts = data.count_matrix(llm)
     visits = data.visits_array(llm)
     a, b, c = (cycles[k].to_numpy() for k in ("i", "j", "k"))
 
     def side(sources: list[np.ndarray], targets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         src, dst = np.concatenate(sources), np.concatenate(targets)
-        n = np.asarray(counts[src, dst]).ravel().astype(float).reshape(3, -1)
+        n = data.edge_counts(src, dst, llm).astype(float).reshape(3, -1)
         big_n = visits[src].reshape(3, -1)
         log_t = np.log(np.minimum(1.0, n / big_n))
         return log_t.sum(axis=0), (1 / n + 1 / big_n).sum(axis=0)
@@ -106,8 +114,15 @@ def loop_log_rates(data: Transitions, cycles: pd.DataFrame, llm: str | None = No
     forward, var_f = side([a, b, c], [b, c, a])
     backward, var_b = side([a, c, b], [c, b, a])
     return pd.DataFrame(
-        {"a": cycles["a"], "b": cycles["b"], "c": cycles["c"], "forward": forward,
-         "backward": backward, "sigma_forward": np.sqrt(var_f), "sigma_backward": np.sqrt(var_b)}
+        {
+            "a": cycles["a"],
+            "b": cycles["b"],
+            "c": cycles["c"],
+            "forward": forward,
+            "backward": backward,
+            "sigma_forward": np.sqrt(var_f),
+            "sigma_backward": np.sqrt(var_b),
+        }
     )
 
 
@@ -115,8 +130,9 @@ def loop_balance(data: Transitions, *, llm: str | None = None, min_count: int = 
     """3-cycle loop balance (Kolmogorov criterion) over triangles with all six edges observed."""
     points = loop_log_rates(data, data.cycles(llm, min_count=min_count), llm)
     n = len(points)
-    chi2 = ((points["backward"] - points["forward"]) ** 2
-            / (points["sigma_forward"] ** 2 + points["sigma_backward"] ** 2))
+    chi2 = (points["backward"] - points["forward"]) ** 2 / (
+        points["sigma_forward"] ** 2 + points["sigma_backward"] ** 2
+    )
     points["chi2"] = chi2
     summary = {"n": n, "chi2_ndf": float(chi2.sum() / n) if n else None}
     return Check("loops", points, summary)
