@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # First interpreter that really runs and is >= 3.12 (pyenv shims exist even when they cannot run).
 PYENV_ROOT_DIR := $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 CANDIDATES := $(PYTHON) python3.13 python3.12 python3 \
-	$(sort $(wildcard $(PYENV_ROOT_DIR)/versions/3.1[2-9]*/bin/python3)) \
+	$(shell ls -d $(PYENV_ROOT_DIR)/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV) \
 	$(wildcard /usr/local/bin/python3.1[2-9] /usr/bin/python3.1[2-9])
 FIND_PYTHON = for c in $(CANDIDATES); do \
 	  if "$$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then echo "$$c"; break; fi; \
