@@ -1,5 +1,20 @@
 """Diagnostics: the paper's detailed-balance checks and the Bayesian tests."""
 
+from .bayes import (
+    Verdict,
+    bayes_check,
+    bayes_downhill,
+    bayes_fdr,
+    bayes_potential_spread,
+    bayes_verdict,
+    cycle_violations,
+    format_bayes,
+    loo_compare,
+    loop_chi2_ppc,
+    pair_violations,
+    ppc_pairs,
+)
+from .convergence import ConvergenceReport, ConvergenceWarning, convergence
 from .paper import (
     Check,
     action_size,
@@ -14,6 +29,21 @@ from .paper import (
 
 __all__ = [
     "Check",
+    "ConvergenceReport",
+    "ConvergenceWarning",
+    "Verdict",
+    "bayes_check",
+    "bayes_downhill",
+    "bayes_fdr",
+    "bayes_potential_spread",
+    "bayes_verdict",
+    "convergence",
+    "cycle_violations",
+    "format_bayes",
+    "loo_compare",
+    "loop_chi2_ppc",
+    "pair_violations",
+    "ppc_pairs",
     "action_size",
     "checks_json",
     "db_scatter",
