@@ -1,0 +1,237 @@
+"""The one module that calls LLMs: `litellm.acompletion` with our own retry policy.
+
+Why our own retries (litellm's ``num_retries`` and the OpenAI SDK's ``max_retries`` are set to
+0): we record how many attempts each call took, honour ``Retry-After`` exactly, use full-jitter
+exponential backoff, and tell the simulated LLM which attempt it is answering.
+
+Retried (up to `retries` times): rate limits (429; wait = Retry-After when the server sends one,
+else backoff), timeouts, 5xx / overloaded / bad gateway, connection errors and unparseable
+responses. Not retried: authentication and permission errors (the run stops: every further call
+would fail the same way) and bad requests (recorded as an error row).
+
+Keys come only from the environment (litellm's usual variables, or `api_key=` from the caller's
+own environment lookup). Every error text leaving this module passes through `redact`, which
+removes the values of key-like environment variables and anything shaped like a bearer token,
+because providers (or a hostile server) may echo the key back in an error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
+_SECRET_SHAPES = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]{8,}|AIza[0-9A-Za-z_\-]{20,}"
+    r"|xai-[A-Za-z0-9]{16,}|gsk_[A-Za-z0-9]{16,})"
+)
+REDACTED = "[REDACTED]"
+
+
+def secret_values(extra: tuple[str, ...] = ()) -> list[str]:
+    """Values of key-like environment variables (long enough to be secrets), longest first."""
+    values = [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8]
+    values += [v for v in extra if v and len(v) >= 8]
+    return sorted(set(values), key=len, reverse=True)
+
+
+def redact(text: object, extra: tuple[str, ...] = ()) -> str:
+    """`text` with every secret value and token-shaped string replaced by ``[REDACTED]``."""
+    out = str(text)
+    for value in secret_values(extra):
+        out = out.replace(value, REDACTED)
+    return _SECRET_SHAPES.sub(REDACTED, out)
+
+
+class AuthenticationFailed(Exception):
+    """The provider refused the credentials; the message is already redacted."""
+
+
+@dataclass
+class CallOutcome:
+    """What one logical call produced (after retries)."""
+
+    text: str | None
+    tokens_in: int
+    tokens_out: int
+    cost: float
+    latency: float
+    attempts: int
+    error: str | None = None
+
+
+@dataclass
+class RetryPolicy:
+    """Backoff: wait U(0, min(cap, base · 2^attempt)) ("full jitter"), or Retry-After if sent."""
+
+    retries: int = 6
+    base: float = 0.5
+    cap: float = 30.0
+    max_retry_after: float = 120.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        return rng.uniform(0.0, min(self.cap, self.base * 2.0**attempt))
+
+
+class RateLimiter:
+    """At most `rpm` call starts per minute, evenly spaced (None = unlimited)."""
+
+    def __init__(self, rpm: float | None) -> None:
+        self.interval = 60.0 / rpm if rpm else 0.0
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """Seconds from a Retry-After header on the exception (explicit headers or the response)."""
+    sources = [getattr(exc, "headers", None), getattr(exc, "litellm_response_headers", None)]
+    response = getattr(exc, "response", None)
+    if response is not None:
+        sources.append(getattr(response, "headers", None))
+    for headers in sources:
+        if not headers:
+            continue
+        try:
+            value = headers.get("retry-after") or headers.get("Retry-After")
+        except AttributeError:
+            continue
+        if value is None:
+            continue
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def classify(exc: BaseException) -> str:
+    """``auth`` (stop the run), ``retry`` (transient) or ``fatal`` (record and move on)."""
+    import litellm
+
+    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
+        return "auth"
+    transient = (
+        litellm.RateLimitError,
+        litellm.Timeout,
+        litellm.InternalServerError,
+        litellm.ServiceUnavailableError,
+        litellm.BadGatewayError,
+        litellm.APIConnectionError,
+        litellm.APIError,
+        asyncio.TimeoutError,
+    )
+    if isinstance(exc, transient):
+        return "retry"
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and (status == 429 or status >= 500):
+        return "retry"
+    return "fatal"
+
+
+_SETUP_DONE = False
+
+
+def _quiet_litellm() -> None:
+    """No litellm banners on stdout ("Give Feedback …"): our own progress line is the output."""
+    global _SETUP_DONE
+    if _SETUP_DONE:
+        return
+    import litellm
+
+    litellm.suppress_debug_info = True
+    _SETUP_DONE = True
+
+
+async def complete(
+    model: str,
+    messages: list[dict],
+    *,
+    call: int,
+    policy: RetryPolicy,
+    rng: random.Random,
+    timeout: float = 60.0,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    limiter: RateLimiter | None = None,
+    extra: dict | None = None,
+) -> CallOutcome:
+    """One logical LLM call with retries; transport failures end as `CallOutcome.error`.
+
+    Raises `AuthenticationFailed` (redacted) when the provider rejects the credentials.
+    """
+    import litellm
+
+    _quiet_litellm()
+    secrets = (api_key,) if api_key else ()
+    start = time.perf_counter()
+    last_error = None
+    for attempt in range(policy.retries + 1):
+        if limiter is not None:
+            await limiter.wait()
+        kwargs = dict(extra or {})
+        if api_base:
+            kwargs["api_base"] = api_base
+        if api_key:
+            kwargs["api_key"] = api_key
+        try:
+            response = await litellm.acompletion(
+                model=model,
+                messages=messages,
+                timeout=timeout,
+                num_retries=0,
+                max_retries=0,
+                metadata={"call": call, "attempt": attempt},
+                **kwargs,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every provider failure is classified below
+            kind = classify(exc)
+            message = redact(f"{type(exc).__name__}: {exc}", secrets)[:500]
+            if kind == "auth":
+                raise AuthenticationFailed(
+                    f"authentication failed for model {model!r}: {message}. Check the provider's "
+                    f"key variable in the environment (e.g. OPENAI_API_KEY, ANTHROPIC_API_KEY)."
+                ) from None
+            last_error = message
+            if kind == "fatal" or attempt == policy.retries:
+                break
+            await asyncio.sleep(policy.delay(attempt, _retry_after(exc), rng))
+            continue
+        return _outcome(response, start, attempt + 1)
+    return CallOutcome(None, 0, 0, 0.0, time.perf_counter() - start, attempt + 1, last_error)
+
+
+def _outcome(response, start: float, attempts: int) -> CallOutcome:
+    choices = getattr(response, "choices", None) or []
+    message = getattr(choices[0], "message", None) if choices else None
+    text = getattr(message, "content", None) if message is not None else None
+    usage = getattr(response, "usage", None)
+    hidden = getattr(response, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost")
+    return CallOutcome(
+        text=text if text is None else str(text),
+        tokens_in=int(getattr(usage, "prompt_tokens", 0) or 0),
+        tokens_out=int(getattr(usage, "completion_tokens", 0) or 0),
+        cost=float(cost) if cost else 0.0,
+        latency=time.perf_counter() - start,
+        attempts=attempts,
+    )
