@@ -388,18 +388,17 @@ def ppc_figure(result: Any, *, seed: int = 0, ci: float = 0.9, max_draws: int = 
     """
     tree = as_tree(result)
     const = tree["constant_data"]
-    i, j = const["pair_i"].to_numpy(), const["pair_j"].to_numpy()
     n_fg = const["n_fg"].to_numpy().astype(float)
     m = n_fg + const["n_gf"].to_numpy()
     offset = np.log(const["N_f"].to_numpy() / const["N_g"].to_numpy())
     v_all = tree["posterior"]["V"].stack(sample=("chain", "draw")).transpose("sample", "state")
-    states = pd.Index(const["state"].to_numpy().astype(str))
-    pos = pd.Index(v_all["state"].to_numpy().astype(str)).get_indexer(states)
-    values = v_all.to_numpy()
+    names = pd.Index(v_all["state"].to_numpy().astype(str))
+    i = names.get_indexer(const["pair_f"].to_numpy().astype(str))
+    j = names.get_indexer(const["pair_g"].to_numpy().astype(str))
+    values = np.concatenate([v_all.to_numpy(), np.full((v_all.shape[0], 1), np.nan)], axis=1)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(values), min(max_draws, len(values)), replace=False)
-    v = np.full((len(pick), len(states)), np.nan)
-    v[:, pos >= 0] = values[pick][:, pos[pos >= 0]]
+    v = values[pick]  # index -1 (a state not in V) reads the NaN column
     eta = offset + v[:, i] - v[:, j]
     if "A" in tree["posterior"]:
         a = tree["posterior"]["A"].stack(sample=("chain", "draw")).transpose("sample", "pair")

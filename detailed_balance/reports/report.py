@@ -1,0 +1,306 @@
+"""The posterior report of one fit: verdict, evidence, figures, tables, provenance, a reading.
+
+`build_report(fit, data, evidence)` returns the `Document` and the `summary.json` object;
+`write_report` writes `report.html` (self-contained), `report.md` (+ figures) and
+`summary.json`. The evidence is the `bayes` object of `diagnostics.bayes_check` (a `Verdict`),
+computed here when not given: the other model (equilibrium ↔ non-equilibrium) is fitted to the
+same data with `other_method` (ADVI by default) so the verdict has both sides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from detailed_balance.data import Transitions
+from detailed_balance.diagnostics import (
+    Verdict,
+    bayes_check,
+    convergence,
+    db_scatter,
+    loop_balance,
+)
+
+from . import figures
+from .document import Document
+from .figures import as_tree, potential_draws
+
+
+def _interval_text(value: dict | None, spec: str = ".2f") -> str:
+    if not value or value.get("mean") is None:
+        return "–"
+    return (
+        f"{format(value['mean'], spec)} [{format(value['lower'], spec)}, "
+        f"{format(value['upper'], spec)}]"
+    )
+
+
+def reading(evidence: dict[str, Any], ci: float) -> str:
+    """The plain-language reading of the evidence (a few sentences, no jargon beyond V)."""
+    parts = []
+    down = evidence.get("downhill_fraction") or {}
+    if down.get("mean") is not None:
+        share = down["mean"]
+        trend = "descends" if share > 0.5 else "does not clearly descend"
+        parts.append(
+            f"The agent {trend} its potential landscape: {share:.0%} "
+            f"({down['lower']:.0%}–{down['upper']:.0%}, {ci:.0%} interval) of its frequent moves "
+            f"(T > 0.05) go to a lower potential."
+        )
+    spread = evidence.get("potential_spread") or {}
+    if spread.get("mean") is not None:
+        parts.append(
+            f"Potentials spread with σ ≈ {spread['mean']:.2f} kT "
+            f"[{spread['lower']:.2f}, {spread['upper']:.2f}]."
+        )
+    verdict = evidence.get("verdict")
+    tau = evidence.get("tau_A")
+    tau_text = f"τ_A ≤ {tau['upper']:.2g}" if tau and tau.get("upper") is not None else ""
+    cycles = f"{evidence.get('flagged_cycles', 0)} of {evidence.get('n_cycles', 0)} 3-cycles"
+    if verdict == "holds":
+        parts.append(
+            f"Detailed balance holds within the measurement: the antisymmetric (non-equilibrium) "
+            f"term is small ({tau_text}), {cycles} have a loop affinity of credible sign, and "
+            f"the equilibrium model reproduces the counts."
+        )
+    elif verdict == "violated":
+        parts.append(
+            f"Detailed balance is violated: {cycles} carry a credible loop affinity "
+            f"(a net circulation), "
+            + (f"{tau_text.replace('≤', 'up to')}; " if tau_text else "")
+            + "the potential describes the drift but not all of the dynamics."
+        )
+    elif verdict:
+        parts.append(
+            "The evidence on detailed balance is inconclusive: "
+            + "; ".join(evidence.get("reasons", [])[:2])
+            + "."
+        )
+    return " ".join(parts)
+
+
+def evidence_table(evidence: dict[str, Any]) -> pd.DataFrame:
+    rows = [
+        ("verdict", str(evidence.get("verdict", "–")).upper()),
+        ("τ_A (non-equilibrium scale)", _interval_text(evidence.get("tau_A"), ".3g")),
+        (
+            "ELPD non-eq − eq (± SE)",
+            "–"
+            if evidence.get("elpd_diff") is None
+            else f"{evidence['elpd_diff']:.2f} ± {evidence['elpd_se']:.2f}",
+        ),
+        ("pair-count PPC p (equilibrium)", _p(evidence.get("ppc_p"))),
+        (
+            "loop χ²/ndf and its PPC p",
+            f"{_p(evidence.get('loop_chi2_ndf'))}, p = {_p(evidence.get('loop_ppc_p'))}",
+        ),
+        ("flagged 3-cycles", f"{evidence.get('flagged_cycles')} of {evidence.get('n_cycles')}"),
+        ("flagged pairs", f"{evidence.get('flagged_pairs')} of {evidence.get('n_pairs')}"),
+        ("downhill fraction (T > 0.05)", _interval_text(evidence.get("downhill_fraction"))),
+        ("spread σ of V", _interval_text(evidence.get("potential_spread"))),
+    ]
+    return pd.DataFrame(rows, columns=["quantity", "value"])
+
+
+def _p(value: Any) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def state_table(result: Any, data: Transitions, ci: float = 0.9) -> pd.DataFrame:
+    """Per state: visits, V mean, sd and `ci` interval, sorted by V (lowest first)."""
+    draws = potential_draws(result, max_draws=2000)
+    tail = (1 - ci) / 2
+    visits = pd.Series(data.state_table()["visits"].to_numpy(), index=data.states.astype(str))
+    table = pd.DataFrame(
+        {
+            "state": draws.columns,
+            "visits": visits.reindex(draws.columns).fillna(0).to_numpy(),
+            "mean": draws.mean().to_numpy(),
+            "sd": draws.std().to_numpy(),
+            "lower": draws.quantile(tail).to_numpy(),
+            "upper": draws.quantile(1 - tail).to_numpy(),
+        }
+    )
+    return table.sort_values("mean", kind="stable").reset_index(drop=True)
+
+
+def compute_evidence(
+    result: Any, data: Transitions, *, other_method: str = "advi", seed: int = 0, ci: float = 0.9
+) -> Verdict:
+    """`bayes_check` with this fit in its slot and the other model fitted here."""
+    return bayes_check(data, result, method=other_method, seed=seed, ci=ci, return_verdict=True)
+
+
+def build_report(
+    result: Any,
+    data: Transitions | None = None,
+    *,
+    evidence: Verdict | None = None,
+    other_method: str = "advi",
+    seed: int = 0,
+    ci: float = 0.9,
+    source: str = "",
+) -> tuple[Document, dict[str, Any]]:
+    """The report document and its JSON summary for one fit (equilibrium or non-equilibrium)."""
+    tree = as_tree(result)
+    data = data if data is not None else getattr(result, "data", None)
+    if data is None:
+        raise ValueError("the fit carries no data; pass the transitions (`--data DATA`).")
+    if evidence is None:
+        evidence = compute_evidence(result, data, other_method=other_method, seed=seed, ci=ci)
+    ev = evidence.evidence
+    attrs = {k: _plain(v) for k, v in tree.attrs.items()}
+    doc = Document(
+        "Detailed-balance report",
+        f"{source + ': ' if source else ''}{data.n_states} states, "
+        f"{int(data.moves()['count'].sum())} moves; model {attrs.get('model', '?')} "
+        f"({attrs.get('method', '?')}, sampler {attrs.get('sampler', '?')}); "
+        f"{ci:.0%} intervals",
+    )
+    doc.verdict(ev["verdict"])
+    text = reading(ev, ci)
+    doc.reading(text)
+    doc.heading("Evidence")
+    doc.table(evidence_table(ev))
+    for reason in ev.get("reasons", []):
+        doc.text(f"• {reason}")
+    doc.heading("Detailed balance")
+    doc.figure(figures.db_scatter_figure(data, result, ci=ci), "Detailed-balance scatter")
+    doc.figure(figures.loop_balance_figure(data, cycles=evidence.cycles), "3-cycle loop balance")
+    doc.figure(
+        figures.violations_figure(evidence.pairs, evidence.cycles),
+        "Pairs and 3-cycles by the credible violation tests",
+    )
+    doc.heading("Landscape")
+    doc.figure(figures.potential_distribution_figure(data, result, ci=ci), "Potential distribution")
+    doc.figure(figures.landscape_graph_figure(data, result), "Landscape graph")
+    doc.figure(figures.potential_forest_figure(result, ci=ci), "Lowest and highest potentials")
+    states = state_table(result, data, ci)
+    doc.table(
+        pd.concat([states.head(10), states.tail(10)]).drop_duplicates("state"),
+        f"States: 10 lowest and 10 highest V (mean, sd, {ci:.0%} interval)",
+    )
+    flagged = _flagged(evidence)
+    if not flagged.empty:
+        doc.table(flagged, "Flagged pairs and 3-cycles")
+    doc.heading("Model checking")
+    conv = convergence(result)
+    doc.table(_convergence_table(conv.to_dict()), "Convergence (identified quantities)")
+    doc.figure(figures.sampler_health_figure(result), "Sampler health")
+    doc.figure(figures.ppc_figure(result, seed=seed, ci=ci), "Posterior predictive check")
+    doc.heading("Data and settings")
+    provenance = {**attrs, "data_states": data.n_states, "data_llms": ", ".join(data.llms)}
+    doc.table(
+        pd.DataFrame({"key": list(provenance), "value": [str(v) for v in provenance.values()]})
+    )
+    summary = {
+        "verdict": ev["verdict"],
+        "reading": text,
+        "evidence": ev,
+        "paper": {
+            "detailed_balance": db_scatter(data, potential_draws(result).mean()).summary,
+            "loops": loop_balance(data).summary,
+        },
+        "convergence": conv.to_dict(),
+        "states": states.to_dict(orient="records"),
+        "flagged": flagged.to_dict(orient="records"),
+        "provenance": provenance,
+        "ci": ci,
+    }
+    return doc, _clean(summary)
+
+
+def _flagged(evidence: Verdict) -> pd.DataFrame:
+    parts = []
+    if evidence.pairs is not None and len(evidence.pairs):
+        p = evidence.pairs[evidence.pairs["flagged"]]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "kind": "pair",
+                    "states": p["f"].astype(str) + "→" + p["g"].astype(str),
+                    "mean": p["mean"],
+                    "lower": p["lower"],
+                    "upper": p["upper"],
+                    "lfsr": p["lfsr"],
+                }
+            )
+        )
+    if evidence.cycles is not None and len(evidence.cycles):
+        c = evidence.cycles[evidence.cycles["flagged"]]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "kind": "3-cycle",
+                    "states": c["a"].astype(str)
+                    + "→"
+                    + c["b"].astype(str)
+                    + "→"
+                    + c["c"].astype(str),
+                    "mean": c["mean"],
+                    "lower": c["lower"],
+                    "upper": c["upper"],
+                    "lfsr": c["lfsr"],
+                }
+            )
+        )
+    if not parts:
+        return pd.DataFrame(columns=["kind", "states", "mean", "lower", "upper", "lfsr"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _convergence_table(conv: dict[str, Any]) -> pd.DataFrame:
+    keys = [
+        "method",
+        "applicable",
+        "ok",
+        "chains",
+        "draws",
+        "rhat_max",
+        "ess_bulk_min",
+        "ess_tail_min",
+        "divergences",
+        "bfmi_min",
+    ]
+    rows = [{"quantity": k, "value": conv.get(k)} for k in keys]
+    rows += [{"quantity": "warning", "value": w} for w in conv.get("warnings", [])]
+    return pd.DataFrame(rows)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, NaN/inf to None, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, pd.Timestamp | Path):
+        return str(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def write_report(
+    result: Any,
+    out: str | Path,
+    data: Transitions | None = None,
+    **options: Any,
+) -> dict[str, Path]:
+    """Write `out` (HTML), its Markdown twin and `summary.json`; returns the paths."""
+    doc, summary = build_report(result, data, **options)
+    return doc.write(out, summary)
