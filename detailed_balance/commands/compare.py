@@ -53,8 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_panel(args: argparse.Namespace) -> Transitions:
-    """All LLMs' transitions in one `Transitions` (files merged, or the run store)."""
+def load_panel(args: argparse.Namespace) -> tuple[Transitions, dict[str, pd.DataFrame] | None]:
+    """All LLMs' transitions in one `Transitions` (files merged, or the run store), and the
+    run store's real discovery curves when reading a store."""
     if args.store and args.data:
         raise UserError("give either DATA files or --store, not both.")
     if args.store:
@@ -62,6 +63,8 @@ def load_panel(args: argparse.Namespace) -> Transitions:
     if not args.data:
         raise UserError("compare needs DATA (one file with an llm column, or several files).")
     counts, visits, owner = [], [], {}
+    if len(args.data) == 1 and args.data[0].endswith(".db"):
+        return _from_store(Path(args.data[0]))
     for raw in args.data:
         path = Path(raw)
         chosen = args.visits
@@ -79,25 +82,33 @@ def load_panel(args: argparse.Namespace) -> Transitions:
             owner[name] = path
         counts.append(part.counts)
         visits.append(part.visits)
-    return Transitions.from_counts(
+    merged = Transitions.from_counts(
         pd.concat(counts, ignore_index=True), pd.concat(visits, ignore_index=True)
     )
+    return merged, None
 
 
-def _from_store(path: Path) -> Transitions:
+def _from_store(path: Path) -> tuple[Transitions, dict[str, pd.DataFrame]]:
+    from detailed_balance.agents import RunStore
+
     if not path.exists():
         raise UserError(f"{path}: no such run store.")
-    try:
-        from detailed_balance.agents import load_transitions  # the run store's exporter
-    except ImportError as exc:  # pragma: no cover - depends on the agents package
-        raise UserError(f"reading a run store needs detailed_balance.agents ({exc}).") from None
-    return load_transitions(path)
+    with RunStore(path) as store:
+        data = store.transitions()
+        found = store.discovery()
+    curves = {
+        str(name): pd.DataFrame(
+            {"calls": group["calls"].to_numpy(float), "distinct": group["distinct_states"]}
+        )
+        for name, group in found.groupby("llm", sort=True)
+    }
+    return data, curves
 
 
 def run(args: argparse.Namespace) -> int:
     from detailed_balance.reports.compare import compare_llms, comparison_document
 
-    data = load_panel(args)
+    data, curves = load_panel(args)
     if len(data.llms) < 2:
         raise UserError(
             f"compare needs at least two LLMs; the data has {data.llms}. Give one file with an "
@@ -115,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         ci=args.ci,
         model_config={"reference": args.reference} if args.reference else None,
         verdict_method=None if args.verdicts == "none" else args.verdicts,
+        discovery=curves,
         log=lambda text: print(text, file=sys.stderr),
     )
     doc, summary = comparison_document(comparison)

@@ -1,0 +1,79 @@
+"""`detailed-balance report FIT.nc [--data DATA] -o report.html`: the posterior report.
+
+Writes one self-contained HTML file (figures embedded, no network), its Markdown twin
+(`report.md` + `report_figures/`) and `summary.json` beside it. The fit's own data is used
+unless --data is given. The other model of the verdict (equilibrium ↔ non-equilibrium) is
+fitted here with --other-method (ADVI by default; `nuts` for the final word).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from detailed_balance.cli import UserError
+
+from ._common import load_data
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("fit", metavar="FIT.nc", help="a fit saved by `detailed-balance fit`")
+    parser.add_argument("--data", metavar="DATA", help="transition data (default: the fit's own)")
+    parser.add_argument(
+        "--visits",
+        metavar="uniform|outgoing|VISITS.csv",
+        help="with --data: visits convention or table (as in `fit`)",
+    )
+    parser.add_argument("--calls", type=float, help="with --visits uniform: total LLM calls")
+    parser.add_argument("--min-visits", type=float, default=1)
+    parser.add_argument(
+        "-o", "--out", default="report.html", help="HTML path (default report.html)"
+    )
+    parser.add_argument(
+        "--other-method",
+        choices=("advi", "nuts", "map"),
+        default="advi",
+        help="how the other model of the verdict is fitted (default advi)",
+    )
+    parser.add_argument("--ci", type=float, default=0.9, help="credible interval (default 0.9)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from detailed_balance.reports.report import write_report
+
+    path = Path(args.fit)
+    if not path.is_file():
+        raise UserError(f"{path}: no such fit file; write one with `detailed-balance fit ...`.")
+    if not 0 < args.ci < 1:
+        raise UserError(f"--ci must be between 0 and 1, got {args.ci}.")
+    try:
+        from detailed_balance.sampling import load_fit
+    except ImportError as exc:  # pragma: no cover - the sampling package is part of the install
+        raise UserError(f"reading fits needs detailed_balance.sampling ({exc}).") from None
+    try:
+        result = load_fit(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(
+            f"{path}: not a fit written by `detailed-balance fit` ({exc}); refit and save it."
+        ) from None
+    data = None
+    if args.data:
+        args.llm = None
+        data = load_data(args, args.data)
+    print(
+        f"computing the evidence (the other model is fitted with {args.other_method}) ...",
+        file=sys.stderr,
+    )
+    written = write_report(
+        result,
+        args.out,
+        data,
+        other_method=args.other_method,
+        seed=args.seed,
+        ci=args.ci,
+        source=path.name,
+    )
+    print(f"wrote {written['html']} ({written['markdown'].name}, {written['summary'].name})")
+    return 0
