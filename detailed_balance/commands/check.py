@@ -20,6 +20,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--loop-min-count", type=int, default=1, help="each loop edge seen at least this often"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    bayes = parser.add_argument_group("Bayesian tests (see the README's bayes section)")
+    bayes.add_argument(
+        "--posterior",
+        action="append",
+        metavar="FIT.nc",
+        help="a fit of DATA (equilibrium and/or non-equilibrium; repeat for both); adds `bayes`",
+    )
+    bayes.add_argument(
+        "--bayes-method",
+        default="advi",
+        choices=("advi", "map", "nuts"),
+        help="how to fit the model that --posterior lacks (default advi)",
+    )
+    bayes.add_argument("--fdr", type=float, default=0.05, help="Bayesian FDR of flags")
+    bayes.add_argument("--seed", type=int, default=1, help="seed of quick fits and PPC draws")
 
 
 def paper_summary(data, kernel: str = "softplus", loop_min_count: int = 1) -> dict:
@@ -34,11 +49,29 @@ def paper_summary(data, kernel: str = "softplus", loop_min_count: int = 1) -> di
 def run(args: argparse.Namespace) -> int:
     data = load_data(args)
     summary = paper_summary(data, args.kernel, args.loop_min_count)
+    verdict = _bayes(data, args) if getattr(args, "posterior", None) else None
+    if verdict is not None:
+        summary["bayes"] = verdict.evidence
     if args.json:
         print(json.dumps(_clean(summary)))
     else:
         print(format_summary(summary))
+        if verdict is not None:
+            print(f"\n{verdict}")
     return 0
+
+
+def _bayes(data, args: argparse.Namespace):
+    """The Bayesian verdict from --posterior file(s) (diagnostics.bayes.bayes_from_files)."""
+    from detailed_balance.cli import UserError
+    from detailed_balance.diagnostics.bayes import FitError, bayes_from_files
+
+    try:
+        return bayes_from_files(
+            data, args.posterior, method=args.bayes_method, seed=args.seed, fdr=args.fdr
+        )
+    except FitError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _clean(value):

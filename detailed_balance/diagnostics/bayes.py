@@ -615,6 +615,53 @@ def bayes_check(
     return verdict if return_verdict else verdict.evidence
 
 
+def bayes_from_files(
+    data: Any,
+    paths: list[str],
+    *,
+    method: str = "advi",
+    seed: int = 1,
+    fdr: float = FDR_Q,
+    ci: float = CI,
+) -> Verdict:
+    """`bayes_check` for saved fits (what ``check DATA --posterior fit.nc`` runs).
+
+    One or two files (an equilibrium and/or a non-equilibrium fit of DATA); the missing model
+    is fitted here with `method`. A fit made on other data than DATA is refused (data hash).
+    """
+    from detailed_balance.sampling import load_fit
+
+    if not 1 <= len(paths) <= 2:
+        raise FitError("give --posterior once or twice (an equilibrium and/or a non-eq fit).")
+    fits: dict[str, Any] = {}
+    for path in paths:
+        fitted = load_fit(path)
+        stored = as_tree(fitted).attrs.get("data_hash")
+        if data is not None and stored and stored != data.data_hash():
+            raise FitError(
+                f"{path} was fitted to different data than the DATA given (data hash "
+                f"{str(stored)[:12]}… vs {data.data_hash()[:12]}…); pass the transitions and "
+                f"visits the fit was made from, or refit with `detailed-balance fit`."
+            )
+        name = _model_name(fitted)
+        if name in fits:
+            raise FitError(
+                f"two {name} fits given ({paths[0]}, {path}); give one equilibrium and one "
+                "non-equilibrium fit."
+            )
+        fits[name] = fitted
+    return bayes_check(
+        data,
+        fits.get("equilibrium"),
+        fits.get("nonequilibrium"),
+        method=method,
+        seed=seed,
+        fdr=fdr,
+        ci=ci,
+        return_verdict=True,
+    )
+
+
 def _fit_data(result: Any) -> Any:
     data = getattr(result, "data", None)
     if data is None:
