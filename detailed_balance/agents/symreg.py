@@ -24,6 +24,7 @@ import ast
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,6 +43,7 @@ MAX_DEPTH = 16
 MAX_CONSTANT = 1e6
 MAX_EXPONENT = 8
 MAX_PARAMETERS = 9
+MSE_FLOOR = 1e-30
 FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "exp": np.exp,
     "log": np.log,
@@ -94,7 +96,9 @@ def parse_expression(text: str) -> ast.Expression:
     if not text.strip():
         raise ExpressionError("empty expression")
     try:
-        tree = ast.parse(text.strip().replace("^", "**"), mode="eval")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # e.g. "1for": not our business
+            tree = ast.parse(text.strip().replace("^", "**"), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise ExpressionError("not a valid expression") from None
     nodes = 0
@@ -253,9 +257,8 @@ def fit_expression(
 
 
 def _log10(mse: float) -> float:
-    return (
-        math.log10(mse) if math.isfinite(mse) and mse > 0 else (-math.inf if mse == 0 else math.inf)
-    )
+    """log10 MSE, floored at MSE = 1e-30 so an exact fit still has a finite score."""
+    return math.log10(max(mse, MSE_FLOOR)) if math.isfinite(mse) else math.inf
 
 
 # -- data --------------------------------------------------------------------------------------
