@@ -1,1 +1,5 @@
-"""detailed_balance.models"""
+"""Potential estimators: the paper's least-action fit (and, later, the PyMC models)."""
+
+from .least_action import LeastActionResult, kernel_values, least_action, summed_action
+
+__all__ = ["LeastActionResult", "kernel_values", "least_action", "summed_action"]
