@@ -507,3 +507,20 @@ def landscape_scatter_figure(tree: xr.DataTree, max_panels: int = 6) -> Figure:
         ax.set_ylabel(f"{b}: μ + δ")
         ax.set_title(f"r = {float(corr.sel(llm_a=a, llm_b=b)):.2f}")
     return fig
+
+
+def point_tree(potentials: Any) -> xr.DataTree:
+    """A one-draw 'posterior' holding point potentials (a least-action result or a Series).
+
+    Lets the figures draw a point estimate (intervals collapse to the point); only finite
+    potentials are kept, as a fit leaves unbounded states out of V.
+    """
+    series = pd.Series(getattr(potentials, "potentials", potentials), dtype=float)
+    series = series[np.isfinite(series.to_numpy())]
+    posterior = xr.Dataset(
+        {"V": (("chain", "draw", "state"), series.to_numpy()[None, None, :])},
+        coords={"chain": [0], "draw": [0], "state": series.index.astype(str).to_numpy()},
+    )
+    tree = xr.DataTree.from_dict({"/posterior": posterior})
+    tree.attrs["method"] = "point"
+    return tree
