@@ -31,6 +31,7 @@ from detailed_balance.diagnostics.bayes import (
     loop_chi2_ppc,
     pair_violations,
     ppc_pairs,
+    truncated_binomial,
 )
 from detailed_balance.diagnostics.convergence import (
     ConvergenceWarning,
@@ -262,6 +263,30 @@ def test_ppc_p_values_are_uniform_under_the_true_parameters():
     for seed in range(40):
         data, v, _ = make_data(n_states=8, visits=300.0, seed=100 + seed)
         p_values.append(ppc_pairs(point_fit(data, v, draws=300), seed=seed)["p_value"])
+    assert stats.kstest(p_values, "uniform").pvalue > 0.01
+    assert 0.3 < np.mean(p_values) < 0.7
+
+
+def test_truncated_binomial_is_the_conditional_binomial():
+    rng = np.random.default_rng(0)
+    m, p = np.array([2, 5, 3]), np.array([0.97, 0.3, 0.02])  # m=2, p=.97: P(n=1) only 6%
+    draws = truncated_binomial(rng, np.tile(m, (20000, 1)), np.tile(p, (20000, 1)), 1)
+    for k in range(3):
+        support = np.arange(1, m[k])
+        pmf = stats.binom.pmf(support, m[k], p[k])
+        freq = np.array([np.mean(draws[:, k] == s) for s in support])
+        assert freq == pytest.approx(pmf / pmf.sum(), abs=0.015)
+
+
+def test_loop_ppc_p_values_are_uniform_under_the_true_parameters():
+    """Counts small enough that unseen edges are common: replicates must be selected like the
+    data (all six loop edges seen), else p piles up near 1."""
+    p_values = []
+    for seed in range(40):
+        data, v, _ = make_data(n_states=9, visits=120.0, seed=500 + seed, edge_prob=0.7)
+        out = loop_chi2_ppc(point_fit(data, v, draws=300), seed=seed)
+        assert out["n_cycles"] > 0
+        p_values.append(out["p_value"])
     assert stats.kstest(p_values, "uniform").pvalue > 0.01
     assert 0.3 < np.mean(p_values) < 0.7
 

@@ -11,8 +11,10 @@ Tests
   G²(n, θ) = 2 Σ_pairs [n log(n / m p) + (m − n) log((m − n) / m (1 − p))]; per draw θ we draw
   n_rep ~ Binomial(m, p_θ) and report p = P(G²(n_rep, θ) ≥ G²(n_obs, θ)).
 - `loop_chi2_ppc`: the paper's 3-cycle χ² (forward vs backward Σ log T, σ² = Σ 1/n + 1/N per
-  side) as a discrepancy under a posterior (the equilibrium one, in the verdict): counts get +½
-  in observed and replicated data alike so replicated zeros stay finite.
+  side) as a discrepancy under a posterior (the equilibrium one, in the verdict). The cycles
+  are those whose six edges were all seen, so replicated counts are drawn under the same
+  condition (a binomial truncated to 1 ≤ n ≤ m − 1); without it replicated zeros inflate the
+  replicated χ² and p drifts towards 1.
 - `pair_violations`, `cycle_violations`: the posterior of A_fg and of the loop affinity
   Σ A (a→b→c→a), with an equal-tailed interval, P(> 0) and the local false sign rate
   lfsr = min(P(x ≥ 0), P(x ≤ 0)). Flags control the Bayesian false discovery rate (`bayes_fdr`).
@@ -63,6 +65,8 @@ LOOP_PPC_ALPHA = 0.01  # loop χ² posterior predictive p below this: the loops 
 PPC_ALPHA = 0.05  # pair-count posterior predictive p below this: the model misfits
 LOO_MIN_DIFF = 4.0  # ELPD differences below 4 are "similar predictions" (Sivula et al. 2022)
 LOO_SE_FACTOR = 2.0
+SEVERE_RHAT = 1.05  # above this (or > 1% divergent draws) the verdict is withheld
+SEVERE_DIVERGENT_FRACTION = 0.01
 
 
 def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -143,6 +147,36 @@ def loop_chi2(
     return (diff**2 / var).sum(axis=-1)
 
 
+def truncated_binomial(
+    rng: np.random.Generator, m: np.ndarray, p: np.ndarray, low: int, max_rounds: int = 64
+) -> np.ndarray:
+    """Binomial(m, p) draws conditioned on low ≤ n ≤ m − low (elementwise, broadcast).
+
+    Why: the loop statistic is computed on 3-cycles whose six edges were all *seen* (≥ `low`
+    times each way); replicated data must pass the same selection, or replicated zeros inflate
+    the replicated χ² and the p-value comes out near 1 under a true model. Vectorised rejection
+    for the common case, exact inverse-CDF sampling for the few stubborn entries.
+    """
+    m = np.broadcast_to(m, p.shape).astype(np.int64)
+    out = rng.binomial(m, p)
+    bad = (out < low) | (out > m - low)
+    for _ in range(max_rounds):
+        if not bad.any():
+            return out
+        redraw = rng.binomial(m[bad], p[bad])
+        out[bad] = redraw
+        bad[bad] = (redraw < low) | (redraw > m[bad] - low)
+    if bad.any():
+        from scipy.stats import binom
+
+        mb, pb = m[bad], p[bad]
+        lo_cdf = binom.cdf(low - 1, mb, pb)
+        hi_cdf = binom.cdf(mb - low, mb, pb)
+        u = lo_cdf + rng.random(len(mb)) * (hi_cdf - lo_cdf)
+        out[bad] = np.clip(binom.ppf(u, mb, pb), low, mb - low).astype(np.int64)
+    return out
+
+
 def _cycle_counts(fit: FitArrays, n_fg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Forward and backward loop-edge counts (..., cycles, 3) from pair counts (..., pairs)."""
     n_gf = fit.m - n_fg
@@ -163,16 +197,22 @@ def loop_chi2_ppc(
     result: Any,
     seed: int | np.random.Generator | None = 0,
     *,
-    correction: float = 0.5,
+    min_count: int = 1,
+    correction: float = 0.0,
     max_draws: int | None = 2000,
 ) -> dict[str, Any]:
     """Posterior predictive p-value of the paper's 3-cycle loop χ² under `result`'s model.
 
     Replicated pair counts n_rep ~ Binomial(m, p_θ) per draw (m fixed, as the model conditions
-    on it); the statistic is `loop_chi2` over the fit's 3-cycles. Under the equilibrium model a
-    small p says the observed loops are further from balance than reversible dynamics with these
-    potentials produce. ``None`` p-value when the data have no 3-cycle.
+    on it), conditioned like the data on every loop edge being seen ≥ `min_count` times each
+    way (`truncated_binomial`; `min_count` must be the one the fit's cycles were selected
+    with, 1 by default); the statistic is `loop_chi2` over the fit's 3-cycles, the paper's χ²
+    exactly when `correction` is 0. Under the equilibrium model a small p says the observed
+    loops are further from balance than reversible dynamics with these potentials produce.
+    ``None`` p-value when the data have no 3-cycle.
     """
+    if min_count < 1 and correction <= 0:
+        raise ValueError("min_count 0 lets replicated loop edges be unseen: give correction > 0.")
     fit = fit_arrays(result)
     n_cycles = len(fit.cycle_abc)
     if n_cycles == 0:
@@ -191,8 +231,6 @@ def loop_chi2_ppc(
     # Only the pairs on some cycle matter: replicate those.
     used = np.unique(fit.cycle_edges)
     m_used = fit.m[used].astype(np.int64)
-    remap = np.full(len(fit.m), -1)
-    remap[used] = np.arange(len(used))
     v_all, a_all = fit.V()[keep], fit.A()
     a_all = None if a_all is None else a_all[keep][:, used]
     offset = fit.offset[used]
@@ -203,7 +241,7 @@ def loop_chi2_ppc(
         eta = offset + v[:, pi] - v[:, pj]
         if a_all is not None:
             eta = eta + a_all[chunk]
-        n_rep_used = rng.binomial(m_used, expit(eta))
+        n_rep_used = truncated_binomial(rng, m_used, expit(eta), min_count)
         n_rep = np.zeros((n_rep_used.shape[0], len(fit.m)))
         n_rep[:, used] = n_rep_used
         f_rep, b_rep = _cycle_counts(fit, n_rep)
@@ -475,7 +513,8 @@ def bayes_verdict(
     ``violated`` when two of them agree (or, with no 3-cycle in the data, when LOO fires and
     some pair is flagged); ``holds`` when none fires, no pair is flagged and the equilibrium
     model reproduces the pair counts (deviance PPC p ≥ `ppc_alpha`); ``inconclusive``
-    otherwise (one signal alone, a misfitting equilibrium model, or MCMC not converged).
+    otherwise (one signal alone, a misfitting equilibrium model, or MCMC badly unconverged:
+    R-hat > 1.05 or > 1% divergent draws; milder problems only warn).
     """
     rng = np.random.default_rng(seed)
     pairs = pair_violations(neq_result, fdr, ci=ci)
@@ -516,7 +555,7 @@ def bayes_verdict(
         for name, res in (("equilibrium", eq_result), ("nonequilibrium", neq_result)):
             report = convergence(res)
             conv[name] = report.to_dict()
-            if report.applicable and not report.ok:
+            if report.applicable and _badly_unconverged(report):
                 converged = False
                 reasons.append(f"{name} fit did not converge: {report.warnings[0]}")
     if violated and converged:
@@ -562,6 +601,18 @@ def bayes_verdict(
         "reasons": reasons,
     }
     return Verdict(verdict, evidence, reasons, pairs, cycles)
+
+
+def _badly_unconverged(report: Any) -> bool:
+    """Bad enough to withhold a verdict: R-hat > 1.05 or > 1% divergent draws.
+
+    Milder problems (R-hat 1.01–1.05, low ESS) are warned about by `convergence` but leave the
+    verdict standing: they blur intervals slightly, they do not flip signs of loop affinities.
+    """
+    rhat = report.rhat_max
+    draws = max(report.n_chains * report.n_draws, 1)
+    divergent = (report.n_divergent or 0) / draws
+    return (rhat is not None and rhat > SEVERE_RHAT) or divergent > SEVERE_DIVERGENT_FRACTION
 
 
 def _model_name(result: Any) -> str:
