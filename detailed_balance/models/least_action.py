@@ -476,9 +476,11 @@ def least_action(
             raise ValueError(f"unknown {what} {value!r}; use one of {', '.join(allowed)}.")
     if not (gtol > 0 and maxiter >= 1):
         raise ValueError(f"need gtol > 0 and maxiter >= 1 (got gtol={gtol}, maxiter={maxiter}).")
-    if llm is not None or len(data.llms) > 1:
-        data = data.select(llm)  # one LLM, with its own state index
-    name = data.llms[0] if data.llms else None
+    names = data.llms
+    if len(names) > 1 or (llm is not None and names != [llm]):
+        data = data.select(llm)  # one LLM, with its own state index (errors name the LLMs)
+        names = data.llms
+    name = names[0] if names else None
     n = data.n_states
     source, target, weight = _weighted_moves(data, name)
     graph = sp.csr_matrix((np.ones(len(source)), (source, target)), shape=(n, n))
