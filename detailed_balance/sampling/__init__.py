@@ -1,1 +1,16 @@
-"""detailed_balance.sampling"""
+"""Inference for the Bayesian pair models: `fit` (NUTS via nutpie, ADVI, MAP + Laplace),
+`BayesFit` results and `load_fit` for saved netCDF fits."""
+
+from .inference import DEFAULT_SAMPLER_CONFIG, METHODS, constant_data, fit, sampler_config
+from .result import BayesFit, FitFileError, load_fit
+
+__all__ = [
+    "DEFAULT_SAMPLER_CONFIG",
+    "METHODS",
+    "BayesFit",
+    "FitFileError",
+    "constant_data",
+    "fit",
+    "load_fit",
+    "sampler_config",
+]

@@ -1,0 +1,227 @@
+"""The modelled pairs of the Bayesian pair models, and the gauge they are reported in.
+
+`pair_data` turns `Transitions` into the arrays the equilibrium and non-equilibrium models
+share: the unordered pairs (f, g) whose both visits N_f, N_g are known (only they can enter the
+conditional binomial likelihood), the states they touch, the connected components of that pair
+graph, which states are *bounded* (finite V from the data alone), the 3-cycles whose three pairs
+are all modelled, and the centring weights that fix the gauge.
+
+Gauge. The likelihood only sees V_f − V_g inside a connected component, so V is reported with
+one constant removed per component: the weighted mean over the component's bounded states is 0
+(the mean over all its states when it has none). Bounded states are those of the largest
+strongly connected piece (size ≥ 2) of the component's directed count graph: inside it every
+difference is pinned from both sides; anything outside is pinned from one side only and its
+position comes from the prior. Centring over the bounded states keeps such prior-driven states
+from dragging the gauge of the well-measured ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from detailed_balance.data import DataError, Transitions
+
+
+@dataclass(frozen=True)
+class PairData:
+    """Arrays of one LLM's modelled pairs (P) over its modelled states (K).
+
+    ``i, j`` index `states` (i < j, f = states[i]); counts and visits are floats for numerics.
+    """
+
+    llm: str
+    states: np.ndarray  # (K,) names of the modelled states, in `Transitions.states` order
+    i: np.ndarray  # (P,) positions of f in `states`
+    j: np.ndarray  # (P,) positions of g in `states`
+    n_fg: np.ndarray  # (P,)
+    n_gf: np.ndarray  # (P,)
+    N_f: np.ndarray  # (P,)
+    N_g: np.ndarray  # (P,)
+    visits: np.ndarray  # (K,)
+    component: np.ndarray  # (K,) labels 0..C-1 of the pair graph's connected components
+    bounded: np.ndarray  # (K,) bool
+    weights: np.ndarray  # (K,) centring weights; they sum to 1 within each component
+    cycle_pairs: np.ndarray  # (Y, 3) pair positions of a→b, b→c, a→c
+    cycle_names: np.ndarray  # (Y, 3) state names a, b, c
+    unidentified: np.ndarray  # names of states with no modelled pair
+    excluded_pairs: pd.DataFrame  # pairs left out because a visit count is unknown
+
+    @property
+    def n_states(self) -> int:
+        return len(self.states)
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.i)
+
+    @property
+    def n_components(self) -> int:
+        return int(self.component.max()) + 1 if len(self.component) else 0
+
+    @property
+    def n_cycles(self) -> int:
+        return len(self.cycle_pairs)
+
+    @property
+    def trials(self) -> np.ndarray:
+        """m = n_fg + n_gf per pair: the binomial number of trials."""
+        return self.n_fg + self.n_gf
+
+    @property
+    def offset(self) -> np.ndarray:
+        """log(N_f / N_g): the part of the binomial logit that does not depend on V."""
+        return np.log(self.N_f) - np.log(self.N_g)
+
+    @property
+    def component_sizes(self) -> np.ndarray:
+        return np.bincount(self.component, minlength=self.n_components)
+
+    def centre(self, values: np.ndarray) -> np.ndarray:
+        """Remove the gauge: subtract the weighted component mean (last axis = state)."""
+        if values.ndim == 1:
+            means = np.bincount(self.component, values * self.weights, self.n_components)
+        else:
+            means = _segment_sum(values * self.weights, self.component, self.n_components)
+        return values - means[..., self.component]
+
+    def with_reference(self, reference: str | None) -> PairData:
+        """The same data with the gauge 'V(reference) = 0' in the reference's component."""
+        if reference is None:
+            return self
+        pos = np.flatnonzero(self.states == reference)
+        if len(pos) == 0:
+            raise DataError(
+                f"reference state {reference!r} is not in any modelled pair, so its potential "
+                f"is not identified; choose a state that has transitions with known visits."
+            )
+        weights = self.weights.copy()
+        comp = self.component[pos[0]]
+        weights[self.component == comp] = 0.0
+        weights[pos[0]] = 1.0
+        return _replace(self, weights=weights)
+
+
+def _replace(data: PairData, **changes) -> PairData:
+    fields = {name: getattr(data, name) for name in data.__dataclass_fields__}
+    fields.update(changes)
+    return PairData(**fields)
+
+
+def _segment_sum(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Sum of `values` (last axis) per label, vectorised over leading axes (sparse product)."""
+    indicator = sp.csr_matrix(
+        (np.ones(len(labels)), (np.arange(len(labels)), labels)), shape=(len(labels), n)
+    )
+    flat = values.reshape(-1, values.shape[-1])
+    out = np.asarray((indicator.T @ flat.T).T)
+    return out.reshape(values.shape[:-1] + (n,))
+
+
+def _llm_name(data: Transitions, llm: str | None) -> str:
+    names = data.llms
+    if llm is None:
+        if len(names) != 1:
+            raise DataError(f"the data has several LLMs ({', '.join(names)}); pass llm=NAME.")
+        return names[0]
+    if llm not in names:
+        raise DataError(f"unknown llm {llm!r}; the data has {', '.join(names)}.")
+    return llm
+
+
+def pair_data(data: Transitions, llm: str | None = None) -> PairData:
+    """The modelled pairs, components, bounded states, cycles and gauge weights of one LLM."""
+    name = _llm_name(data, llm)
+    pairs = data.pairs(name)
+    known = (
+        np.isfinite(pairs["N_f"].to_numpy(float))
+        & np.isfinite(pairs["N_g"].to_numpy(float))
+        & (pairs["N_f"].to_numpy(float) > 0)
+        & (pairs["N_g"].to_numpy(float) > 0)
+    )
+    excluded = pairs[~known].reset_index(drop=True)
+    kept = pairs[known].reset_index(drop=True)
+    if kept.empty:
+        raise DataError(
+            f"{data.origin + ': ' if data.origin else ''}no pair of states has transitions "
+            f"with known visits at both ends, so no potential difference can be estimated "
+            f"(give a visits table, or use --visits uniform/outgoing)."
+        )
+    gi, gj = kept["i"].to_numpy(np.int64), kept["j"].to_numpy(np.int64)
+    used = np.unique(np.concatenate([gi, gj]))
+    i, j = np.searchsorted(used, gi), np.searchsorted(used, gj)
+    n_fg = kept["n_fg"].to_numpy(float)
+    n_gf = kept["n_gf"].to_numpy(float)
+    k = len(used)
+    undirected = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(k, k))
+    component = connected_components(undirected, directed=False)[1]
+    bounded = _bounded(i, j, n_fg, n_gf, component, k)
+    weights = _centring_weights(component, bounded)
+    names = data.states.to_numpy()[used].astype(object)
+    cycle_pairs, cycle_names = _modelled_cycles(data, name, used, gi, gj)
+    all_states = data.states.to_numpy()
+    unidentified = np.setdiff1d(all_states.astype(str), names.astype(str)).astype(object)
+    return PairData(
+        llm=name,
+        states=names,
+        i=i,
+        j=j,
+        n_fg=n_fg,
+        n_gf=n_gf,
+        N_f=kept["N_f"].to_numpy(float),
+        N_g=kept["N_g"].to_numpy(float),
+        visits=data.visits_array(name)[used],
+        component=component,
+        bounded=bounded,
+        weights=weights,
+        cycle_pairs=cycle_pairs,
+        cycle_names=cycle_names,
+        unidentified=unidentified,
+        excluded_pairs=excluded,
+    )
+
+
+def _bounded(i, j, n_fg, n_gf, component, k) -> np.ndarray:
+    """States in the largest strongly connected piece (size ≥ 2) of their component."""
+    rows = np.concatenate([i[n_fg > 0], j[n_gf > 0]])
+    cols = np.concatenate([j[n_fg > 0], i[n_gf > 0]])
+    directed = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(k, k))
+    scc = connected_components(directed, directed=True, connection="strong")[1]
+    size = np.bincount(scc)[scc]
+    table = pd.DataFrame({"component": component, "scc": scc, "size": size})
+    best = table.sort_values(["size", "scc"], ascending=[False, True]).drop_duplicates("component")
+    chosen = pd.Series(best["scc"].to_numpy(), index=best["component"].to_numpy())
+    return (scc == chosen.reindex(component).to_numpy()) & (size >= 2)
+
+
+def _centring_weights(component: np.ndarray, bounded: np.ndarray) -> np.ndarray:
+    n = int(component.max()) + 1
+    n_bounded = np.bincount(component, weights=bounded.astype(float), minlength=n)
+    n_all = np.bincount(component, minlength=n).astype(float)
+    use_bounded = n_bounded[component] > 0
+    return np.where(
+        use_bounded, bounded / np.maximum(n_bounded[component], 1), 1.0 / n_all[component]
+    )
+
+
+def _modelled_cycles(data, name, used, gi, gj) -> tuple[np.ndarray, np.ndarray]:
+    """3-cycles (all six edges seen) whose three pairs are modelled; pair positions of ab, bc, ac."""
+    cycles = data.cycles(name)
+    if cycles.empty:
+        return np.empty((0, 3), dtype=np.int64), np.empty((0, 3), dtype=object)
+    n = data.n_states
+    codes = gi * n + gj  # sorted: pairs() orders by (i, j)
+    order = np.argsort(codes)
+    ca, cb, cc = (cycles[c].to_numpy(np.int64) for c in ("i", "j", "k"))
+    wanted = np.stack([ca * n + cb, cb * n + cc, ca * n + cc], axis=1)
+    pos = np.searchsorted(codes[order], wanted)
+    pos = np.minimum(pos, len(codes) - 1)
+    found = codes[order][pos] == wanted
+    keep = found.all(axis=1)
+    pair_pos = order[pos[keep]]
+    names = cycles[["a", "b", "c"]].to_numpy(dtype=object)[keep]
+    return pair_pos.astype(np.int64), names

@@ -1,0 +1,279 @@
+"""Bayesian pair models in PyMC: `EquilibriumModel` and `NonEquilibriumModel`.
+
+Equilibrium (detailed balance): for every modelled pair (f, g), conditional on the number of
+moves between them m = n_fg + n_gf,
+
+    n_fg ~ Binomial(m, logit⁻¹(log(N_f/N_g) + V_f − V_g)).
+
+The symmetric part of the kernel cancels, so the model costs O(pairs), not O(states²). The
+non-equilibrium model adds an antisymmetric A_fg = τ_A a_fg (non-centred, a ~ N(0, 1)) whose
+scale τ_A can shrink to ~0 on reversible data; only its cycle space is identified, and the
+loop affinities Σ A around the observed 3-cycles are reported (gauge-free).
+
+Lifecycle (as in pymc-marketing): ``__init__`` stores `model_config` (priors) merged over the
+defaults; `build_model(data)` builds the `pm.Model` (and the MAP and whitening it needs);
+`detailed_balance.sampling.fit` samples. V is sampled in whitened coordinates
+V = V* + B z (see `_density.Whitening`); the reported `V` is gauge-fixed (see `_pairs`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+import xarray as xr
+
+from detailed_balance.data import DataError, Transitions
+
+from ._density import MapResult, PairDensity, Whitening, binomial_loglik, whitening
+from ._pairs import PairData, pair_data
+
+V_PRIORS = ("wide", "normal", "student_t")
+TAU_PRIORS = ("halfnormal", "halfcauchy")
+PARAMETERIZATIONS = ("whitened", "direct")
+
+
+class PairModel:
+    """Shared lifecycle of the pair models; use `EquilibriumModel` / `NonEquilibriumModel`."""
+
+    name = "pair"
+    nonequilibrium = False
+    default_model_config: dict[str, Any] = {
+        "V_prior": "wide",  # wide: Normal(0, V_scale); normal / student_t: fitted σ_V
+        "V_scale": 10.0,  # wide: prior sd of centred V; else the HalfNormal scale of σ_V
+        "V_nu": 3.0,  # Student-t degrees of freedom
+        "reference": None,  # report V relative to this state (in its component)
+        "parameterization": "whitened",  # whitened (Laplace-preconditioned) or direct
+        "dense_limit": 600,  # components up to this size are whitened exactly
+        "low_rank": 16,  # softest modes corrected in larger components
+    }
+
+    def __init__(self, model_config: dict[str, Any] | None = None) -> None:
+        config = dict(self.default_model_config)
+        unknown = set(model_config or {}) - set(config)
+        if unknown:
+            raise ValueError(
+                f"unknown model_config key(s) {sorted(unknown)}; known: {sorted(config)}."
+            )
+        config.update(model_config or {})
+        _check_choice("V_prior", config["V_prior"], V_PRIORS)
+        _check_choice("parameterization", config["parameterization"], PARAMETERIZATIONS)
+        if "tau_A_prior" in config:
+            _check_choice("tau_A_prior", config["tau_A_prior"], TAU_PRIORS)
+        for key in ("V_scale", "V_nu", "tau_A_scale"):
+            if key in config and not float(config[key]) > 0:
+                raise ValueError(f"model_config[{key!r}] must be > 0, got {config[key]!r}.")
+        self.model_config = config
+        self.model: pm.Model | None = None
+        self.pairs: PairData | None = None
+        self.map_result: MapResult | None = None
+        self.whitening: Whitening | None = None
+        self.density: PairDensity | None = None
+
+    # -- configuration ---------------------------------------------------------------------
+    @property
+    def config_json(self) -> str:
+        return json.dumps(self.model_config, sort_keys=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model_config})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.model_config == self.model_config
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.config_json))
+
+    # -- building ----------------------------------------------------------------------------
+    def prepare(self, data: Transitions, llm: str | None = None) -> PairData:
+        """Pair arrays, the MAP (numpy L-BFGS) and the whitening map; no PyMC yet."""
+        pairs = pair_data(data, llm)
+        self.pairs = pairs
+        self.density = PairDensity(pairs, self.model_config, self.nonequilibrium)
+        # The whitening always comes from the equilibrium curvature at its MAP: it is the
+        # shape of V's posterior whenever τ_A is small, and a fine scaling otherwise.
+        eq_density = PairDensity(pairs, self.model_config, nonequilibrium=False)
+        eq_map = eq_density.find_map()
+        sigma = eq_density.sigma(eq_map.theta)
+        self.gauge_scale = sigma
+        self.density = PairDensity(pairs, self.model_config, self.nonequilibrium, sigma)
+        eq_density = PairDensity(pairs, self.model_config, False, sigma)
+        if self.nonequilibrium:
+            start = self.density.initial()
+            start[: eq_map.theta.size] = eq_map.theta
+            self.map_result = self.density.find_map(start)
+        else:
+            self.map_result = eq_density.find_map(eq_map.theta)
+        self.eq_theta = eq_map.theta
+        if self.model_config["parameterization"] == "direct":
+            self.whitening = Whitening.identity(pairs.n_states)
+        else:
+            hessian = eq_density.v_hessian(eq_map.theta)
+            centre = eq_map.theta[: pairs.n_states]
+            self.whitening = whitening(
+                hessian,
+                pairs.component,
+                centre,
+                int(self.model_config["dense_limit"]),
+                int(self.model_config["low_rank"]),
+            )
+        return pairs
+
+    def coords(self, pairs: PairData) -> dict[str, Any]:
+        return {
+            "state": pairs.states.astype(str),
+            "pair": np.arange(pairs.n_pairs),
+            "cycle": np.arange(pairs.n_cycles),
+            "latent": np.arange(pairs.n_states),
+        }
+
+    def build_model(self, data: Transitions, llm: str | None = None) -> pm.Model:
+        """The `pm.Model` of this data (also computes the MAP and whitening it samples in)."""
+        pairs = self.prepare(data, llm)
+        report = pairs.with_reference(self.model_config["reference"])
+        white = self.whitening
+        density = self.density
+        with pm.Model(coords=self.coords(pairs)) as model:
+            z = pm.Flat("V_white", dims="latent")
+            v_raw = white.centre + pt.zeros(pairs.n_states)[white.rows].inc(
+                white.values * z[white.cols]
+            )
+            if len(white.coef):
+                v_raw = v_raw + pt.dot(white.basis, white.coef * pt.dot(white.basis_in.T, z))
+            centred = _centre(v_raw, pairs)
+            sigma = self._sigma_prior()
+            pm.Potential("V_prior", self._v_prior(centred, sigma, density.dof))
+            means = _segment_sum(pairs.weights * v_raw, pairs.component, pairs.n_components)
+            pm.Potential("gauge", -0.5 * pt.sum(density.gauge * means**2))
+            if report is pairs:
+                pm.Deterministic("V", centred, dims="state")
+            else:
+                pm.Deterministic("V", _centre(v_raw, report), dims="state")
+            logit = pairs.offset + v_raw[pairs.i] - v_raw[pairs.j]
+            logit = self._add_antisymmetric(logit, pairs)
+            pm.Potential(
+                "likelihood", pt.sum(pairs.n_fg * logit - pairs.trials * pt.softplus(logit))
+            )
+        self.model = model
+        return model
+
+    def _sigma_prior(self):
+        if self.model_config["V_prior"] == "wide":
+            return float(self.model_config["V_scale"])
+        return pm.HalfNormal("sigma_V", sigma=float(self.model_config["V_scale"]))
+
+    def _v_prior(self, centred, sigma, dof: int):
+        if self.model_config["V_prior"] == "student_t":
+            nu = float(self.model_config["V_nu"])
+            logp = -(nu + 1) / 2 * pt.sum(pt.log1p(centred**2 / (nu * sigma**2)))
+        else:
+            logp = -0.5 * pt.sum(centred**2) / sigma**2
+        if self.model_config["V_prior"] != "wide":
+            logp = logp - dof * pt.log(sigma)
+        return logp
+
+    def _add_antisymmetric(self, logit, pairs: PairData):
+        return logit
+
+    # -- after sampling ------------------------------------------------------------------------
+    @property
+    def stored_variables(self) -> list[str]:
+        names = ["V"]
+        if self.model_config["V_prior"] != "wide":
+            names.append("sigma_V")
+        return names
+
+    def logits(self, posterior: xr.Dataset) -> np.ndarray:
+        """x per (chain, draw, pair) from posterior V (and A): gauge-free."""
+        pairs = self.pairs
+        v = posterior["V"].transpose("chain", "draw", "state").to_numpy()
+        x = pairs.offset + v[..., pairs.i] - v[..., pairs.j]
+        if "A" in posterior:
+            x = x + posterior["A"].transpose("chain", "draw", "pair").to_numpy()
+        return x
+
+    def log_likelihood(self, posterior: xr.Dataset) -> xr.Dataset:
+        """Pointwise exact binomial log-likelihood per pair (what LOO needs)."""
+        pairs = self.pairs
+        values = binomial_loglik(pairs.n_fg, pairs.trials, self.logits(posterior))
+        coords = {
+            "chain": posterior["chain"],
+            "draw": posterior["draw"],
+            "pair": pairs_coord(pairs),
+        }
+        return xr.Dataset({"n_fg": (("chain", "draw", "pair"), values)}, coords=coords)
+
+
+class EquilibriumModel(PairModel):
+    """Detailed balance: n_fg ~ Binomial(m, logit⁻¹(log(N_f/N_g) + V_f − V_g))."""
+
+    name = "equilibrium"
+
+
+class NonEquilibriumModel(PairModel):
+    """Equilibrium plus an antisymmetric A_fg = τ_A a_fg per pair (a ~ N(0, 1))."""
+
+    name = "nonequilibrium"
+    nonequilibrium = True
+    default_model_config = {
+        **PairModel.default_model_config,
+        "tau_A_prior": "halfnormal",  # or halfcauchy
+        "tau_A_scale": 1.0,
+    }
+
+    def _add_antisymmetric(self, logit, pairs: PairData):
+        scale = float(self.model_config["tau_A_scale"])
+        if self.model_config["tau_A_prior"] == "halfcauchy":
+            tau = pm.HalfCauchy("tau_A", beta=scale)
+        else:
+            tau = pm.HalfNormal("tau_A", sigma=scale)
+        a = pm.Normal("A_raw", 0.0, 1.0, dims="pair")
+        antisym = pm.Deterministic("A", tau * a, dims="pair")
+        cp = pairs.cycle_pairs
+        pm.Deterministic(
+            "loop_affinity", antisym[cp[:, 0]] + antisym[cp[:, 1]] - antisym[cp[:, 2]], dims="cycle"
+        )
+        return logit + antisym
+
+    @property
+    def stored_variables(self) -> list[str]:
+        return [*super().stored_variables, "A", "tau_A", "loop_affinity"]
+
+
+MODELS = {"equilibrium": EquilibriumModel, "nonequilibrium": NonEquilibriumModel}
+
+
+def model_from_name(name: str, model_config: dict[str, Any] | None = None) -> PairModel:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODELS)}.")
+    return MODELS[name](model_config)
+
+
+def pairs_coord(pairs: PairData) -> np.ndarray:
+    return np.arange(pairs.n_pairs)
+
+
+def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"model_config[{key!r}] = {value!r}; use one of {', '.join(allowed)}.")
+
+
+def _segment_sum(values, labels: np.ndarray, n: int):
+    return pt.zeros(n)[labels].inc(values)
+
+
+def _centre(values, pairs: PairData):
+    means = _segment_sum(pairs.weights * values, pairs.component, pairs.n_components)
+    return values - means[pairs.component]
+
+
+__all__ = [
+    "EquilibriumModel",
+    "NonEquilibriumModel",
+    "PairModel",
+    "DataError",
+    "model_from_name",
+]

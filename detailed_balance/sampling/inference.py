@@ -1,0 +1,269 @@
+"""`fit`: one entry point from a pair model and `Transitions` to a posterior `BayesFit`.
+
+Methods:
+
+- ``"nuts"``: `pm.sample` with ``nuts_sampler="nutpie"`` (passed explicitly and recorded) in
+  the model's whitened coordinates;
+- ``"advi"``: `pm.fit(method="advi")` (mean-field in the whitened coordinates, where the
+  posterior is close to independent, so mean-field is a good fit) then draws;
+- ``"map"``: the numpy L-BFGS MAP plus draws from its Laplace approximation N(θ*, H⁻¹) with H
+  the sparse Gauss–Newton precision (graph Laplacian + prior curvature), drawn by
+  perturb-then-solve (one sparse factorisation, or block conjugate gradients when the
+  factor would fill in too much). The non-equilibrium MAP keeps τ_A at its mode (see
+  `NonEquilibriumModel`); its draws are conditional on that τ_A.
+
+Every result is an `xarray.DataTree` with the groups of the ARCHITECTURE contract
+(posterior, constant_data, observed_data, log_likelihood, data, sample_stats when sampled) and
+provenance in the root attrs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pymc as pm
+import xarray as xr
+
+from detailed_balance.data import Transitions
+from detailed_balance.models._density import gaussian_draws
+from detailed_balance.models._pairs import PairData
+from detailed_balance.models.equilibrium import PairModel
+
+from .result import BayesFit, data_group, provenance
+
+METHODS = ("nuts", "advi", "map")
+SAMPLERS = ("nutpie", "pymc")
+
+DEFAULT_SAMPLER_CONFIG: dict[str, Any] = {
+    "draws": 1000,
+    "tune": 1000,
+    "chains": 4,
+    "cores": None,  # default: min(chains, CPUs)
+    "seed": 1,
+    "sampler": "nutpie",
+    "target_accept": 0.8,
+    "maxdepth": 10,
+    "advi_iterations": 10_000,
+    "advi_method": "advi",  # or fullrank_advi (small models only)
+    "progressbar": True,
+}
+
+
+def sampler_config(**overrides: Any) -> dict[str, Any]:
+    """User values merged over `DEFAULT_SAMPLER_CONFIG` (unknown keys are an error)."""
+    unknown = set(overrides) - set(DEFAULT_SAMPLER_CONFIG)
+    if unknown:
+        raise ValueError(
+            f"unknown sampler option(s) {sorted(unknown)}; known: {sorted(DEFAULT_SAMPLER_CONFIG)}."
+        )
+    config = dict(DEFAULT_SAMPLER_CONFIG)
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("draws", "chains", "advi_iterations"):
+        if int(config[key]) < 1:
+            raise ValueError(f"{key} must be >= 1, got {config[key]}.")
+    if int(config["tune"]) < 0:
+        raise ValueError(f"tune must be >= 0, got {config['tune']}.")
+    if config["cores"] is None:
+        config["cores"] = max(1, min(int(config["chains"]), os.cpu_count() or 1))
+    if config["sampler"] not in SAMPLERS:
+        raise ValueError(
+            f"sampler must be one of {', '.join(SAMPLERS)}, got {config['sampler']!r}."
+        )
+    return config
+
+
+def fit(
+    model: PairModel,
+    data: Transitions,
+    method: str = "nuts",
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    seed: int | None = None,
+    llm: str | None = None,
+    progressbar: bool = True,
+    sampler: str = "nutpie",
+    **kwargs: Any,
+) -> BayesFit:
+    """Fit `model` to `data` (one LLM) by NUTS, ADVI or MAP + Laplace; see the module doc.
+
+    `kwargs` are further sampler options (`DEFAULT_SAMPLER_CONFIG`: target_accept, maxdepth,
+    cores, advi_iterations, advi_method). The same seed gives the same draws.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+    config = sampler_config(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        sampler=sampler,
+        progressbar=progressbar,
+        **kwargs,
+    )
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    pm_model = model.build_model(data, llm)
+    timings["build"] = time.perf_counter() - start
+    start = time.perf_counter()
+    if method == "nuts":
+        tree = _nuts(model, pm_model, config)
+        used_sampler = config["sampler"]
+    elif method == "advi":
+        tree = _advi(model, pm_model, config)
+        used_sampler = f"pymc.{config['advi_method']}"
+    else:
+        tree = _laplace(model, config)
+        used_sampler = "lbfgs+laplace"
+    timings["inference"] = time.perf_counter() - start
+    start = time.perf_counter()
+    tree = _complete(tree, model, data, method, used_sampler, config)
+    timings["postprocess"] = time.perf_counter() - start
+    return BayesFit(tree, data, model, model.pairs.llm, timings)
+
+
+def _nuts(model: PairModel, pm_model: pm.Model, config: dict[str, Any]) -> xr.DataTree:
+    with pm_model:
+        tree = pm.sample(
+            draws=int(config["draws"]),
+            tune=int(config["tune"]),
+            chains=int(config["chains"]),
+            cores=int(config["cores"]),
+            random_seed=int(config["seed"]),
+            nuts_sampler=config["sampler"],
+            var_names=model.stored_variables,
+            progressbar=bool(config["progressbar"]),
+            compute_convergence_checks=False,
+            nuts={
+                "target_accept": float(config["target_accept"]),
+                "max_treedepth": int(config["maxdepth"]),
+            },
+        )
+    posterior = tree["posterior"].to_dataset()[model.stored_variables]
+    groups = {"/posterior": posterior}
+    if "sample_stats" in tree.children:
+        groups["/sample_stats"] = tree["sample_stats"].to_dataset()
+    return xr.DataTree.from_dict(groups)
+
+
+def _advi(model: PairModel, pm_model: pm.Model, config: dict[str, Any]) -> xr.DataTree:
+    with pm_model:
+        approx = pm.fit(
+            n=int(config["advi_iterations"]),
+            method=config["advi_method"],
+            random_seed=int(config["seed"]),
+            progressbar=bool(config["progressbar"]),
+        )
+        draws = int(config["draws"]) * int(config["chains"])
+        tree = approx.sample(draws, random_seed=int(config["seed"]) + 1)
+    posterior = tree["posterior"].to_dataset()[model.stored_variables]
+    losses = np.asarray(approx.hist, dtype=float)
+    stats = xr.Dataset({"loss": ("iteration", losses)})
+    return xr.DataTree.from_dict({"/posterior": posterior, "/advi": stats})
+
+
+def _laplace(model: PairModel, config: dict[str, Any]) -> xr.DataTree:
+    """MAP (from `build_model`) + Laplace draws in one chain."""
+    own = getattr(model, "laplace_tree", None)
+    if own is not None:  # a model with its own Laplace approximation (feature potential)
+        return own(int(config["draws"]) * int(config["chains"]), int(config["seed"]))
+    pairs, density, theta = model.pairs, model.density, model.map_result.theta
+    rng = np.random.default_rng(int(config["seed"]))
+    draws = int(config["draws"]) * int(config["chains"])
+    weights = density.pair_weights(theta)
+    v_map = theta[density.layout.v]
+    h = density.prior_curvature(pairs.centre(v_map), density.sigma(theta))
+    tau = density.tau(theta)
+    dv, da = gaussian_draws(pairs, weights, h, draws, rng, tau)
+    v_draws = v_map + dv
+    report = pairs.with_reference(model.model_config["reference"])
+    variables: dict[str, Any] = {"V": (("chain", "draw", "state"), report.centre(v_draws)[None])}
+    if density.layout.fitted_sigma:
+        variables["sigma_V"] = (("chain", "draw"), np.full((1, draws), density.sigma(theta)))
+    if density.layout.nonequilibrium:
+        a = theta[density.layout.a] + da
+        antisym = tau * a
+        cp = pairs.cycle_pairs
+        variables["A"] = (("chain", "draw", "pair"), antisym[None])
+        variables["tau_A"] = (("chain", "draw"), np.full((1, draws), tau))
+        loops = antisym[:, cp[:, 0]] + antisym[:, cp[:, 1]] - antisym[:, cp[:, 2]]
+        variables["loop_affinity"] = (("chain", "draw", "cycle"), loops[None])
+    coords = {
+        "chain": [0],
+        "draw": np.arange(draws),
+        **{k: v for k, v in model.coords(pairs).items() if k != "latent"},
+    }
+    posterior = xr.Dataset(variables, coords=coords)
+    stats = xr.Dataset(
+        {
+            "map_logp": model.map_result.logp,
+            "map_iterations": model.map_result.iterations,
+            "map_converged": model.map_result.converged,
+        }
+    )
+    return xr.DataTree.from_dict({"/posterior": posterior, "/map": stats})
+
+
+def constant_data(pairs: PairData) -> xr.Dataset:
+    """The pair arrays of the fit (contract names) with state names as coordinates."""
+    names = pairs.states.astype(str)
+    cycles = pairs.cycle_names.astype(str).reshape(-1, 3)
+    return xr.Dataset(
+        {
+            "pair_f": ("pair", names[pairs.i]),
+            "pair_g": ("pair", names[pairs.j]),
+            "pair_i": ("pair", pairs.i.astype(np.int64)),
+            "pair_j": ("pair", pairs.j.astype(np.int64)),
+            "n_fg": ("pair", pairs.n_fg.astype(np.int64)),
+            "n_gf": ("pair", pairs.n_gf.astype(np.int64)),
+            "N_f": ("pair", pairs.N_f),
+            "N_g": ("pair", pairs.N_g),
+            "visits": ("state", pairs.visits),
+            "component": ("state", pairs.component.astype(np.int64)),
+            "bounded": ("state", pairs.bounded),
+            "centring_weight": ("state", pairs.weights),
+            "cycle_a": ("cycle", cycles[:, 0]),
+            "cycle_b": ("cycle", cycles[:, 1]),
+            "cycle_c": ("cycle", cycles[:, 2]),
+            "cycle_pair_ab": ("cycle", pairs.cycle_pairs[:, 0].astype(np.int64)),
+            "cycle_pair_bc": ("cycle", pairs.cycle_pairs[:, 1].astype(np.int64)),
+            "cycle_pair_ac": ("cycle", pairs.cycle_pairs[:, 2].astype(np.int64)),
+        },
+        coords={
+            "pair": np.arange(pairs.n_pairs),
+            "state": names,
+            "cycle": np.arange(pairs.n_cycles),
+        },
+    )
+
+
+def _complete(
+    tree: xr.DataTree,
+    model: PairModel,
+    data: Transitions,
+    method: str,
+    sampler: str,
+    config: dict[str, Any],
+) -> xr.DataTree:
+    """Add constant/observed data, pointwise log-likelihood, the data tables and provenance."""
+    pairs = model.pairs
+    groups = {f"/{name}": tree[name].to_dataset() for name in tree.children}
+    posterior = groups["/posterior"]
+    groups["/constant_data"] = constant_data(pairs)
+    if hasattr(model, "extend_constant_data"):  # model-specific data (feature potential)
+        groups["/constant_data"] = model.extend_constant_data(groups["/constant_data"])
+    groups["/observed_data"] = xr.Dataset(
+        {"n_fg": ("pair", pairs.n_fg.astype(np.int64))}, coords={"pair": np.arange(pairs.n_pairs)}
+    )
+    groups["/log_likelihood"] = model.log_likelihood(posterior)
+    groups["/data"] = data_group(data)
+    out = xr.DataTree.from_dict(groups)
+    attrs = provenance(model, data, method, sampler, config, int(config["seed"]), pairs.llm)
+    out.attrs.update(attrs)
+    out["posterior"].attrs.update(
+        {"method": method, "unidentified_states": attrs["unidentified_states"]}
+    )
+    return out

@@ -1,0 +1,197 @@
+"""`BayesFit`: a posterior DataTree with its data and model; netCDF save/load with provenance.
+
+The saved file is self-contained: besides the posterior it holds the full counts and visits
+tables (group ``data``) and the model's pair arrays (group ``constant_data``), so `load_fit`
+gives back `Transitions` identical to those fitted (same `data_hash`) and `check`/`report` work
+from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from detailed_balance.data import Transitions
+from detailed_balance.models._pairs import pair_data
+from detailed_balance.models.equilibrium import PairModel, model_from_name
+
+
+class FitFileError(ValueError):
+    """A fit file that cannot be used as asked (wrong model, not a fit, damaged)."""
+
+
+@dataclass
+class BayesFit:
+    """A fitted pair model: ``posterior`` (xarray.DataTree), the ``data`` and the ``model``."""
+
+    posterior: xr.DataTree
+    data: Transitions
+    model: PairModel
+    llm: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return str(self.posterior.attrs.get("method"))
+
+    @property
+    def potentials(self) -> xr.DataArray:
+        """Draws of gauge-fixed V (chain, draw, state)."""
+        return self.posterior["posterior"]["V"]
+
+    def summary(self, ci: float = 0.9) -> pd.DataFrame:
+        """Per state: ``state, mean, sd, lower, upper, bounded`` (equal-tailed `ci` interval).
+
+        Every state of the data is listed; unidentified ones (no modelled pair) have empty
+        numbers and ``bounded`` False. ``bounded`` marks states of the largest strongly
+        connected piece of their component, whose V the data pin down from both sides.
+        """
+        if not 0 < ci < 1:
+            raise ValueError(f"ci must be in (0, 1), got {ci}.")
+        v = self.potentials.stack(sample=("chain", "draw")).transpose("state", "sample")
+        values = v.to_numpy()
+        lo, hi = np.quantile(values, [(1 - ci) / 2, (1 + ci) / 2], axis=1)
+        bounded = self.posterior["constant_data"]["bounded"].to_numpy().astype(bool)
+        fitted = pd.DataFrame(
+            {
+                "mean": values.mean(axis=1),
+                "sd": values.std(axis=1, ddof=1) if values.shape[1] > 1 else 0.0,
+                "lower": lo,
+                "upper": hi,
+                "bounded": bounded,
+            },
+            index=pd.Index(v["state"].to_numpy().astype(str), name="state"),
+        )
+        table = fitted.reindex(self.data.states.astype(str))
+        table["bounded"] = table["bounded"].astype("boolean").fillna(False).astype(bool)
+        return table.rename_axis("state").reset_index()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the DataTree (posterior, data, provenance) to netCDF (h5netcdf)."""
+        path = Path(path)
+        self.posterior.to_netcdf(path, engine="h5netcdf")
+        return path
+
+
+def data_group(data: Transitions) -> xr.Dataset:
+    """The full counts and visits tables as one dataset (for a self-contained fit file)."""
+    counts, visits = data.counts, data.visits
+    return xr.Dataset(
+        {
+            "count_llm": ("count_row", counts["llm"].to_numpy(dtype=str)),
+            "count_source": ("count_row", counts["source"].to_numpy(dtype=str)),
+            "count_target": ("count_row", counts["target"].to_numpy(dtype=str)),
+            "count": ("count_row", counts["count"].to_numpy(np.int64)),
+            "visit_llm": ("visit_row", visits["llm"].to_numpy(dtype=str)),
+            "visit_source": ("visit_row", visits["source"].to_numpy(dtype=str)),
+            "visits": ("visit_row", visits["visits"].to_numpy(float)),
+        },
+        attrs={
+            "convention": data.convention,
+            "origin": data.origin or "",
+            "dropped_states": int(data.dropped_states),
+        },
+    )
+
+
+def data_from_group(group: xr.Dataset) -> Transitions:
+    """Rebuild `Transitions` from a fit file's ``data`` group (same counts, visits and hash)."""
+    counts = pd.DataFrame(
+        {
+            "llm": group["count_llm"].to_numpy().astype(str).astype(object),
+            "source": group["count_source"].to_numpy().astype(str).astype(object),
+            "target": group["count_target"].to_numpy().astype(str).astype(object),
+            "count": group["count"].to_numpy().astype(np.int64),
+        }
+    )
+    visits = pd.DataFrame(
+        {
+            "llm": group["visit_llm"].to_numpy().astype(str).astype(object),
+            "source": group["visit_source"].to_numpy().astype(str).astype(object),
+            "visits": group["visits"].to_numpy().astype(float),
+        }
+    )
+    attrs = group.attrs
+    return Transitions(
+        counts,
+        visits,
+        None,
+        attrs.get("origin") or None,
+        str(attrs.get("convention", "explicit")),
+        int(attrs.get("dropped_states", 0)),
+    )
+
+
+def load_fit(path: str | Path, model: PairModel | None = None) -> BayesFit:
+    """Read a fit written by `BayesFit.save`; refuse it if `model` (given) differs from the
+    model that produced it (type or model_config)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such fit file (write one with `fit ... --out`).")
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as opened:
+            tree = opened.load().copy(deep=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure means "not a fit file"
+        raise FitFileError(f"{path}: not a readable netCDF fit file ({exc}).") from exc
+    attrs = tree.attrs
+    if "model" not in attrs or "data" not in tree.children:
+        raise FitFileError(
+            f"{path}: not a detailed-balance fit (no model provenance or data group); "
+            f"write one with `detailed-balance fit DATA --method nuts --out fit.nc`."
+        )
+    saved = model_from_name(str(attrs["model"]), json.loads(str(attrs["model_config"])))
+    if model is not None and model != saved:
+        raise FitFileError(
+            f"{path}: the fit was made with {saved!r}, not {model!r}; refit with this model "
+            f"or load without a model."
+        )
+    data = data_from_group(tree["data"].to_dataset())
+    if data.data_hash() != attrs.get("data_hash"):
+        raise FitFileError(f"{path}: the stored data do not match their hash; the file is damaged.")
+    llm = str(attrs.get("llm")) or None
+    saved.pairs = pair_data(data, llm).with_reference(saved.model_config["reference"])
+    return BayesFit(tree, data, saved, llm)
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("detailed-balance")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def provenance(
+    model: PairModel,
+    data: Transitions,
+    method: str,
+    sampler: str,
+    sampler_config: dict[str, Any],
+    seed: int,
+    llm: str,
+) -> dict[str, Any]:
+    """Root attrs recorded with every fit."""
+    from datetime import UTC, datetime
+
+    pairs = model.pairs
+    return {
+        "package_version": package_version(),
+        "data_hash": data.data_hash(),
+        "model": model.name,
+        "model_config": model.config_json,
+        "sampler_config": json.dumps(sampler_config, sort_keys=True, default=str),
+        "sampler": sampler,
+        "method": method,
+        "seed": int(seed),
+        "llm": llm,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "unidentified_states": json.dumps([str(s) for s in pairs.unidentified]),
+        "excluded_pairs": int(len(pairs.excluded_pairs)),
+    }
