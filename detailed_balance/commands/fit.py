@@ -27,13 +27,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", default="softplus", choices=("softplus", "exp"))
     parser.add_argument("--reference", help="state whose potential is 0 in its piece")
     parser.add_argument("--out", required=True, help="potentials.csv (least action) or fit.nc")
+    bayes = parser.add_argument_group("Bayesian methods (nuts, advi, map)")
+    bayes.add_argument("--model", default="equilibrium", choices=("equilibrium", "nonequilibrium"))
+    bayes.add_argument(
+        "--prior", default="wide", choices=("wide", "normal", "student_t"), help="prior on V"
+    )
+    bayes.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
+    bayes.add_argument("--tune", type=int, default=1000, help="NUTS tuning steps (default 1000)")
+    bayes.add_argument("--chains", type=int, default=4, help="chains (default 4)")
+    bayes.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    bayes.add_argument("--summary", help="also write state,mean,sd,lower,upper,bounded CSV")
+    bayes.add_argument("--ci", type=float, default=0.9, help="summary interval (default 0.9)")
+    bayes.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     data = load_data(args)
     if args.method == "least-action":
         return _least_action(args, data)
-    raise UserError(f"method {args.method!r} is not available in this build")
+    return _bayes(args, data)
+
+
+def _bayes(args: argparse.Namespace, data) -> int:
+    """Fit a Bayesian pair model and write the self-contained netCDF (and summary CSV)."""
+    from detailed_balance.models.equilibrium import model_from_name
+    from detailed_balance.sampling import fit
+
+    if not 0 < args.ci < 1:
+        raise UserError(f"--ci must be between 0 and 1 (e.g. 0.9), got {args.ci}")
+    for name in ("draws", "chains"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.tune < 0:
+        raise UserError(f"--tune must be at least 0, got {args.tune}")
+    config = {"V_prior": args.prior, "reference": args.reference}
+    model = model_from_name(args.model, config)
+    result = fit(
+        model,
+        data,
+        method=args.method,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        seed=args.seed,
+        progressbar=not args.no_progress,
+    )
+    result.save(args.out)
+    pairs = model.pairs
+    message = (
+        f"{args.model} {args.method}: {pairs.n_states} states in {pairs.n_pairs} pairs "
+        f"({int(pairs.bounded.sum())} bounded), {len(pairs.unidentified)} unidentified"
+    )
+    if len(pairs.excluded_pairs):
+        message += f", {len(pairs.excluded_pairs)} pairs excluded (a visit count unknown)"
+    print(f"{message} → {args.out}", file=sys.stderr)
+    if args.summary:
+        result.summary(args.ci).to_csv(args.summary, index=False)
+        print(f"summary ({args.ci:.0%} intervals) → {args.summary}", file=sys.stderr)
+    return 0
 
 
 def _least_action(args: argparse.Namespace, data) -> int:
