@@ -38,9 +38,9 @@ from scipy.sparse.csgraph import connected_components
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, max_rss_mb, peak_traced_mb, table, timed, timed_wall  # noqa: E402
 
+from detailed_balance import simulate  # noqa: E402
 from detailed_balance.models import least_action, summed_action  # noqa: E402
 from detailed_balance.models.least_action import condensation_levels  # noqa: E402
-from detailed_balance.simulation import simulate  # noqa: E402
 
 # simulate() parameters that give the paper's density: 88,000 calls on 7,500 states with mean
 # degree 4.5 → ≈50,000 moves (f ≠ g; the rest are rejections, i.e. visits without a move) in
