@@ -172,10 +172,13 @@ async def complete(
     api_key: str | None = None,
     limiter: RateLimiter | None = None,
     extra: dict | None = None,
+    first_attempt: int = 0,
 ) -> CallOutcome:
     """One logical LLM call with retries; transport failures end as `CallOutcome.error`.
 
     Raises `AuthenticationFailed` (redacted) when the provider rejects the credentials.
+    `first_attempt` continues the attempt count of a call that failed in an earlier session
+    (the count in the outcome includes them).
     """
     import litellm
 
@@ -183,7 +186,7 @@ async def complete(
     secrets = (api_key,) if api_key else ()
     start = time.perf_counter()
     last_error = None
-    for attempt in range(policy.retries + 1):
+    for attempt in range(first_attempt, first_attempt + policy.retries + 1):
         if limiter is not None:
             await limiter.wait()
         kwargs = dict(extra or {})
@@ -212,9 +215,9 @@ async def complete(
                     f"key variable in the environment (e.g. OPENAI_API_KEY, ANTHROPIC_API_KEY)."
                 ) from None
             last_error = message
-            if kind == "fatal" or attempt == policy.retries:
+            if kind == "fatal" or attempt == first_attempt + policy.retries:
                 break
-            await asyncio.sleep(policy.delay(attempt, _retry_after(exc), rng))
+            await asyncio.sleep(policy.delay(attempt - first_attempt, _retry_after(exc), rng))
             continue
         return _outcome(response, start, attempt + 1)
     return CallOutcome(None, 0, 0, 0.0, time.perf_counter() - start, attempt + 1, last_error)

@@ -207,6 +207,7 @@ async def _collect(
     total = int(info["calls"])
     pending = deque(store.pending_calls(run_id, total).tolist())
     done_before = total - len(pending)
+    spent = store.previous_attempts(run_id)
     picker = SourcePicker(
         agent, store.found_states(run_id), store.last_targets(run_id, opts.concurrency)
     )
@@ -230,7 +231,7 @@ async def _collect(
             outcome = await client.complete(
                 model, agent.build_messages(source), call=call_id, policy=policy, rng=jitter,
                 timeout=opts.timeout, api_base=opts.api_base, api_key=api_key, limiter=limiter,
-                extra=extra,
+                extra=extra, first_attempt=spent.get(call_id, 0),
             )  # fmt: skip
             _record(store, run_id, call_id, llm, agent, source, outcome, picker, walker, stats)
             if stats.errors_in_row >= opts.max_errors_in_row:
@@ -242,8 +243,18 @@ async def _collect(
 
     status = "interrupted"
     try:
-        await asyncio.gather(*(worker(w) for w in range(min(opts.concurrency, len(pending) or 1))))
+        n_workers = min(opts.concurrency, len(pending) or 1)
+        tasks = [asyncio.ensure_future(worker(w)) for w in range(n_workers)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # One worker failed (auth) or we were cancelled (Ctrl-C): stop the others first.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         status = "complete" if not pending and state["stop"] is None else "stopped"
+        await _drain_litellm_logging()
     except AuthenticationFailed:
         status = "auth failed"
         raise
@@ -257,6 +268,22 @@ async def _collect(
         elapsed=time.monotonic() - start, stopped=state["stop"] or "done",
         new_calls=stats.done, message=state["message"],
     )  # fmt: skip
+
+
+async def _drain_litellm_logging(timeout: float = 10.0) -> None:
+    """Let litellm finish its queued per-call logging work inside this event loop.
+
+    litellm defers success logging (cost, payloads) to a background worker; without this the
+    backlog spills into the next event loop (and into whatever is timed there).
+    """
+    try:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    except ImportError:  # pragma: no cover - other litellm versions
+        return
+    try:
+        await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout)
+    except (TimeoutError, AttributeError, RuntimeError):  # best effort only
+        pass
 
 
 def _record(

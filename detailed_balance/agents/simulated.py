@@ -14,7 +14,7 @@ garbage text (not a state). For pairs, log T(f→g) − log T(g→f) = (V_f − 
 identifiable potential is βV = V/τ, which `true_potential()` returns (mean 0).
 
 Every call goes through `litellm.acompletion` (provider ``simulated/…``). Answers are
-deterministic: call c of a run draws from ``numpy.random.default_rng([seed, c])``, so the
+deterministic: call c of a run draws from ``random.Random(f"{seed}/{c}")``, so the
 answer to a given prompt does not depend on concurrency or retries; the call number comes from
 ``metadata={"call": c, "attempt": a}`` (our collector passes it; other callers get a counter).
 Injected faults (rate limits with Retry-After, server errors, timeouts) draw from
@@ -29,9 +29,11 @@ context variable set by `SimulatedLLM.active()`, so tests and runs do not leak i
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import os
+import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -152,7 +154,8 @@ class SimulatedLLM:
         self.state_pattern = re.compile(self.state_pattern)
         self._index = {s: i for i, s in enumerate(self.states)}
         self._kernel = self._build_kernel()
-        self._cumulative = np.cumsum(self._kernel, axis=1)
+        # Cumulative rows as Python lists: per-call sampling is a bisect, no numpy call.
+        self._rows = np.cumsum(self._kernel, axis=1).tolist()
 
     # -- construction of the built-in landscapes ----------------------------------------------
     @classmethod
@@ -308,24 +311,24 @@ class SimulatedLLM:
 
     def answer(self, messages: list, call: int) -> str:
         """The answer to a prompt for call number `call` (deterministic for the seed)."""
-        rng = np.random.default_rng([self.seed, call])
+        rng = random.Random(f"{self.seed}/{call}")
         u = rng.random()
         source = self.prompt_state(messages)
         row = self._index.get(source) if source is not None else None
         if row is None:
             # A prompt outside the vocabulary: answer a uniformly chosen state.
             return self.states[int(u * len(self.states))]
-        column = int(np.searchsorted(self._cumulative[row], u, side="right"))
+        column = bisect.bisect_right(self._rows[row], u)
         if column >= len(self.states):
-            return self.garbage[int(rng.integers(len(self.garbage)))]
+            return self.garbage[rng.randrange(len(self.garbage))]
         return self.states[column]
 
     def fault(self, call: int, attempt: int) -> str | None:
         """Which injected fault (if any) this attempt of this call meets."""
-        if self.faults.total <= 0:
-            return None
-        u = np.random.default_rng([self.seed, call, attempt, 7]).random()
         f = self.faults
+        if f.total <= 0:
+            return None
+        u = random.Random(f"{self.seed}/{call}/{attempt}/fault").random()
         for kind, p in (
             ("rate_limit", f.rate_limit),
             ("server_error", f.server_error),
@@ -339,9 +342,8 @@ class SimulatedLLM:
     def latency(self, call: int, attempt: int) -> float:
         if self.faults.latency <= 0:
             return 0.0
-        return float(
-            np.random.default_rng([self.seed, call, attempt, 11]).exponential(self.faults.latency)
-        )
+        rng = random.Random(f"{self.seed}/{call}/{attempt}/latency")
+        return rng.expovariate(1.0 / self.faults.latency)
 
     @contextlib.contextmanager
     def active(self) -> Iterator[SimulatedLLM]:

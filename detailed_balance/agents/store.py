@@ -214,6 +214,14 @@ class RunStore:
         have = np.fromiter((r[0] for r in done), dtype=np.int64, count=len(done))
         return np.setdiff1d(np.arange(calls, dtype=np.int64), have)
 
+    def previous_attempts(self, run_id: str) -> dict[int, int]:
+        """Attempts already spent on calls that ended in a transport error (resume continues
+        counting from there, so attempt numbers stay unique per call)."""
+        rows = self.db.execute(
+            "SELECT call_id, attempts FROM calls WHERE run_id = ? AND error IS NOT NULL", (run_id,)
+        ).fetchall()
+        return {int(c): int(a or 0) for c, a in rows}
+
     def found_states(self, run_id: str) -> list[str]:
         """Distinct valid targets of a run in call order (to reseed `uniform` on resume)."""
         rows = self.db.execute(
