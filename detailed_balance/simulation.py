@@ -36,6 +36,7 @@ import scipy.sparse.linalg as spla
 from scipy.sparse.csgraph import connected_components
 
 from detailed_balance.data import DEFAULT_LLM, Transitions
+from detailed_balance.data.transitions import normalise_visits
 
 Allocation = Literal["uniform", "chain"]
 PotentialSpec = Literal["normal", "skewed"] | np.ndarray | list | pd.Series
@@ -619,6 +620,9 @@ def _assemble(
             "visits": visits[prompted].astype(float),
         }
     )
+    # Same dtypes as `Transitions.from_counts` gives (so hashes match a round trip through files).
+    count_frame = count_frame.astype({"llm": object, "source": object, "target": object})
+    visit_frame = normalise_visits(visit_frame)
     data = Transitions(count_frame, visit_frame, origin="simulated", convention="explicit")
     potential = pd.Series(v, index=pd.Index(names, name="state", dtype=object), name="potential")
     graph = pd.DataFrame({"source": names[a], "target": names[b], "i": a, "j": b})
