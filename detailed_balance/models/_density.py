@@ -189,8 +189,13 @@ class PairDensity:
             theta[self.layout.s_tau] = np.log(0.1 * float(self.config["tau_A_scale"]))
         return theta
 
-    def find_map(self, start: np.ndarray | None = None, maxiter: int = 20_000) -> MapResult:
-        """L-BFGS-B on −log p in diagonally rescaled coordinates (rough curvature per entry)."""
+    def find_map(
+        self, start: np.ndarray | None = None, maxiter: int = 20_000, fix_tau: bool = False
+    ) -> MapResult:
+        """L-BFGS-B on −log p in diagonally rescaled coordinates (rough curvature per entry).
+
+        `fix_tau` keeps log τ_A at its value in `start` (the empirical-Bayes inner step).
+        """
         theta0 = self.initial() if start is None else np.asarray(start, float)
         lay, pairs = self.layout, self.pairs
         diag = np.ones(lay.size)
@@ -208,11 +213,16 @@ class PairDensity:
             logp, grad = self.logp_grad(theta0 + scale * u)
             return -logp, -grad * scale
 
+        bounds = None
+        if fix_tau and lay.nonequilibrium:
+            bounds = [(None, None)] * lay.size
+            bounds[lay.s_tau] = (0.0, 0.0)
         result = minimize(
             objective,
             np.zeros(lay.size),
             jac=True,
             method="L-BFGS-B",
+            bounds=bounds,
             options={"maxiter": maxiter, "maxcor": 20, "ftol": 1e-13, "gtol": 1e-7},
         )
         theta = theta0 + scale * result.x
@@ -230,6 +240,41 @@ class PairDensity:
         w = self.pair_weights(theta) if weights is None else weights
         h = self.prior_curvature(pairs.centre(theta[self.layout.v]), self.sigma(theta))
         return laplacian(pairs.i, pairs.j, w, pairs.n_states, h)
+
+
+def empirical_bayes_tau(
+    density: PairDensity,
+    start: np.ndarray,
+    rng: np.random.Generator,
+    draws: int = 200,
+    max_steps: int = 30,
+    tol: float = 0.01,
+) -> MapResult:
+    """Non-equilibrium point estimate: τ_A by EM on the (Laplace) marginal likelihood.
+
+    The joint mode in (V, a, log τ) is no estimate of τ (in non-centred coordinates it sits
+    near ‖A‖, √P times too large). Instead: for fixed τ take the MAP of (V, a), get E[A_p²]
+    from Laplace draws, set τ² = mean_p E[A_p²] (the EM update of a Normal scale), repeat.
+    """
+    lay, pairs = density.layout, density.pairs
+    theta = np.array(start, dtype=float)
+    result = density.find_map(theta, fix_tau=True)
+    for _ in range(max_steps):
+        theta = result.theta
+        tau = density.tau(theta)
+        weights = density.pair_weights(theta)
+        v = theta[lay.v]
+        h = density.prior_curvature(pairs.centre(v), density.sigma(theta))
+        _, da = gaussian_draws(pairs, weights, h, draws, rng, tau)
+        second_moment = theta[lay.a] ** 2 + da.var(axis=0)
+        new_tau = max(tau * np.sqrt(np.mean(second_moment)), 1e-4)
+        theta = theta.copy()
+        theta[lay.a] *= tau / new_tau  # keep A = τ a where it was
+        theta[lay.s_tau] = np.log(new_tau)
+        result = density.find_map(theta, fix_tau=True)
+        if abs(np.log(new_tau / tau)) < tol:
+            break
+    return result
 
 
 @dataclass

@@ -28,7 +28,14 @@ import xarray as xr
 
 from detailed_balance.data import DataError, Transitions
 
-from ._density import MapResult, PairDensity, Whitening, binomial_loglik, whitening
+from ._density import (
+    MapResult,
+    PairDensity,
+    Whitening,
+    binomial_loglik,
+    empirical_bayes_tau,
+    whitening,
+)
 from ._pairs import PairData, pair_data
 
 V_PRIORS = ("wide", "normal", "student_t")
@@ -104,7 +111,8 @@ class PairModel:
         if self.nonequilibrium:
             start = self.density.initial()
             start[: eq_map.theta.size] = eq_map.theta
-            self.map_result = self.density.find_map(start)
+            rng = np.random.default_rng(0)
+            self.map_result = empirical_bayes_tau(self.density, start, rng)
         else:
             self.map_result = eq_density.find_map(eq_map.theta)
         self.eq_theta = eq_map.theta

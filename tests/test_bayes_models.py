@@ -1,0 +1,269 @@
+"""The Bayesian pair models: data view, density, gauge, whitening, MAP and Laplace.
+
+Everything here runs without MCMC (MAP, numpy and compiled-logp checks), against truths known
+by construction: hand-built counts, exact expected counts from a reversible kernel, simulated
+landscapes with known V and drive, and dense linear algebra for the sparse shortcuts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from detailed_balance.data import DataError, Transitions
+from detailed_balance.models import EquilibriumModel, NonEquilibriumModel
+from detailed_balance.models._density import (
+    PairDensity,
+    block_pcg,
+    gaussian_draws,
+    incidence,
+    laplacian,
+    whitening,
+)
+from detailed_balance.models._pairs import pair_data
+from detailed_balance.sampling import fit
+from detailed_balance.simulation import simulate
+
+
+def _counts(rows, visits):
+    frame = pd.DataFrame(rows, columns=["source", "target", "count"])
+    table = pd.DataFrame(list(visits.items()), columns=["source", "visits"])
+    return Transitions.from_counts(frame, table)
+
+
+@pytest.fixture(scope="module")
+def small_sim():
+    return simulate(50, 6000, seed=3, spread=1.0)
+
+
+def _centred_truth(result, truth: pd.Series) -> np.ndarray:
+    cd = result.posterior["constant_data"]
+    states = cd["state"].to_numpy().astype(str)
+    values = truth.reindex(states).to_numpy()
+    comp, w = cd["component"].to_numpy(), cd["centring_weight"].to_numpy()
+    means = np.bincount(comp, w * values)
+    return values - means[comp]
+
+
+# -- the data view ------------------------------------------------------------------------------
+def test_pair_data_by_hand():
+    # A↔B↔C triangle (all six edges), C→INVALID (never a prompt), D→E one way, F isolated.
+    rows = [
+        ("A", "B", 5), ("B", "A", 3), ("B", "C", 2), ("C", "B", 4), ("A", "C", 1), ("C", "A", 2),
+        ("C", "INVALID", 7), ("D", "E", 3),
+    ]  # fmt: skip
+    visits = {"A": 20, "B": 20, "C": 20, "D": 10, "E": 10, "F": 5}
+    pairs = pair_data(_counts(rows, visits))
+    assert list(pairs.states) == ["A", "B", "C", "D", "E"]
+    assert list(pairs.unidentified) == ["F", "INVALID"]
+    assert pairs.excluded_pairs[["f", "g"]].values.tolist() == [["C", "INVALID"]]
+    assert pairs.n_pairs == 4 and pairs.n_components == 2
+    assert pairs.bounded.tolist() == [True, True, True, False, False]
+    # The D–E component has no bounded state: centred over both; A, B, C share weight 1/3.
+    np.testing.assert_allclose(pairs.weights, [1 / 3, 1 / 3, 1 / 3, 0.5, 0.5])
+    assert pairs.cycle_names.tolist() == [["A", "B", "C"]]
+    ab, bc, ac = pairs.cycle_pairs[0]
+    assert (pairs.i[ab], pairs.j[ab], pairs.i[bc], pairs.j[bc], pairs.i[ac], pairs.j[ac]) == (
+        0, 1, 1, 2, 0, 2,
+    )  # fmt: skip
+    np.testing.assert_allclose(pairs.offset[ab], 0.0)
+    np.testing.assert_allclose(pairs.n_fg, [5, 1, 2, 3])
+
+
+def test_no_modelled_pair_is_a_clear_error():
+    data = Transitions.from_counts(
+        pd.DataFrame({"source": ["A"], "target": ["INVALID"], "count": [3]}), "uniform"
+    )
+    with pytest.raises(DataError, match="no pair of states"):
+        pair_data(data)
+
+
+def test_unknown_config_and_reference_are_refused():
+    with pytest.raises(ValueError, match="unknown model_config"):
+        EquilibriumModel({"V_sigma": 3})
+    with pytest.raises(ValueError, match="V_prior"):
+        EquilibriumModel({"V_prior": "flat"})
+    assert EquilibriumModel({"V_scale": 10.0}) == EquilibriumModel()
+    assert EquilibriumModel() != NonEquilibriumModel()
+
+
+# -- density ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("cls", "config"),
+    [
+        (EquilibriumModel, {}),
+        (EquilibriumModel, {"V_prior": "normal", "dense_limit": 10, "low_rank": 4}),
+        (EquilibriumModel, {"V_prior": "student_t"}),
+        (NonEquilibriumModel, {"tau_A_prior": "halfcauchy"}),
+    ],
+)
+def test_numpy_density_matches_pymc_logp(small_sim, cls, config):
+    model = cls(config)
+    pm_model = model.build_model(small_sim.transitions)
+    logp = pm_model.compile_logp()
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(4):
+        point = {k: rng.normal(size=np.shape(v)) * 0.5 for k, v in pm_model.initial_point().items()}
+        parts = [model.whitening.apply(point["V_white"])]
+        if "sigma_V_log__" in point:
+            parts.append(np.atleast_1d(point["sigma_V_log__"]))
+        if "A_raw" in point:
+            parts += [point["A_raw"], np.atleast_1d(point["tau_A_log__"])]
+        diffs.append(logp(point) - model.density.logp_grad(np.concatenate(parts))[0])
+    assert np.ptp(diffs) < 1e-8  # equal up to the dropped constants
+
+
+@pytest.mark.parametrize("nonequilibrium", [False, True])
+@pytest.mark.parametrize("prior", ["wide", "student_t"])
+def test_gradient_matches_finite_differences(small_sim, nonequilibrium, prior):
+    config = {**NonEquilibriumModel.default_model_config, "V_prior": prior}
+    density = PairDensity(pair_data(small_sim.transitions), config, nonequilibrium)
+    rng = np.random.default_rng(1)
+    theta = rng.normal(size=density.layout.size) * 0.3
+    _, grad = density.logp_grad(theta)
+    direction = rng.normal(size=theta.size)
+    eps = 1e-6
+    numeric = (
+        density.logp_grad(theta + eps * direction)[0]
+        - density.logp_grad(theta - eps * direction)[0]
+    ) / (2 * eps)
+    assert numeric == pytest.approx(grad @ direction, rel=1e-6)
+
+
+# -- MAP and Laplace --------------------------------------------------------------------------------
+def test_map_recovers_known_potential(small_sim):
+    result = fit(EquilibriumModel(), small_sim.transitions, method="map", draws=500, chains=1)
+    truth = _centred_truth(result, small_sim.potential)
+    summary = result.summary(0.9).set_index("state").loc[result.potentials["state"].to_numpy()]
+    bounded = summary["bounded"].to_numpy()
+    assert np.corrcoef(summary["mean"], truth)[0, 1] > 0.95
+    error = np.abs(summary["mean"] - truth)[bounded]
+    assert np.sqrt(np.mean(error**2)) < 0.35
+    covered = ((summary["lower"] <= truth) & (truth <= summary["upper"]))[bounded].mean()
+    assert 0.75 <= covered <= 1.0
+
+
+def test_exact_reversible_counts_shrink_intervals_onto_truth():
+    # Expected counts × 10⁶ from a reversible kernel on a 5-state ring with chords: the
+    # posterior concentrates on the truth (intervals ~1e-3 wide, and they contain it).
+    v = np.array([0.0, 1.0, -0.5, 2.0, 0.3])
+    names = [f"s{k}" for k in range(5)]
+    edges = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 0), (0, 2), (1, 3)]
+    rows, visits = [], dict.fromkeys(names, 1e8)
+    for f, g in edges:
+        rate = 0.05 * np.exp(np.array([v[f] - v[g], v[g] - v[f]]) / 2)
+        rows += [
+            (names[f], names[g], round(1e8 * rate[0])),
+            (names[g], names[f], round(1e8 * rate[1])),
+        ]
+    result = fit(EquilibriumModel(), _counts(rows, visits), method="map", draws=400, chains=1)
+    summary = result.summary(0.9)
+    truth = v - v.mean()
+    assert (summary["upper"] - summary["lower"]).max() < 5e-3
+    np.testing.assert_allclose(summary["mean"], truth, atol=2e-3)
+    assert ((summary["lower"] <= truth + 1e-6) & (truth - 1e-6 <= summary["upper"])).all()
+
+
+def test_gauge_is_centred_per_component_and_reference_moves_it():
+    rows = [("A", "B", 5), ("B", "A", 3), ("B", "C", 4), ("C", "B", 4), ("A", "C", 2),
+            ("X", "Y", 6), ("Y", "X", 2), ("Y", "Z", 1)]  # fmt: skip
+    visits = dict.fromkeys("ABCXYZ", 30)
+    data = _counts(rows, visits)
+    result = fit(EquilibriumModel(), data, method="map", draws=300, chains=1)
+    v = result.potentials.isel(chain=0).to_numpy()  # (draw, state)
+    cd = result.posterior["constant_data"]
+    weights, comp = cd["centring_weight"].to_numpy(), cd["component"].to_numpy()
+    for label in np.unique(comp):
+        members = comp == label
+        np.testing.assert_allclose(v[:, members] @ weights[members], 0.0, atol=1e-9)
+    # Z is entered only from Y (one way): not bounded, so not in its component's centring.
+    assert not bool(cd["bounded"].sel(state="Z"))
+    assert cd["centring_weight"].sel(state="Z").item() == 0.0
+    ref = fit(EquilibriumModel({"reference": "B"}), data, method="map", draws=300, chains=1)
+    shifted = ref.potentials.isel(chain=0)
+    np.testing.assert_allclose(shifted.sel(state="B"), 0.0, atol=1e-12)
+    # Differences are gauge-free: the same in both fits.
+    a_b = result.potentials.sel(state="A") - result.potentials.sel(state="B")
+    np.testing.assert_allclose(shifted.sel(state="A") - shifted.sel(state="B"), a_b[0], atol=1e-9)
+
+
+def test_one_directional_pairs_give_finite_wide_intervals():
+    # B is only ever entered (A→B, C→B) and never left: V_B is bounded on one side only.
+    rows = [("A", "C", 4), ("C", "A", 5), ("A", "B", 3), ("C", "B", 2)]
+    data = _counts(rows, dict.fromkeys("ABC", 40))
+    result = fit(EquilibriumModel(), data, method="map", draws=2000, chains=1)
+    summary = result.summary(0.9).set_index("state")
+    assert np.isfinite(summary[["mean", "lower", "upper"]].to_numpy()).all()
+    assert not summary.loc["B", "bounded"]
+    assert summary.loc["B", "upper"] - summary.loc["B", "lower"] > 3.0  # wide, prior-limited
+    assert summary.loc["B", "upper"] - summary.loc["B", "lower"] < 60.0  # but finite
+    assert summary.loc["B", "mean"] < summary.loc["A", "mean"]  # entered from A: downhill
+
+
+def test_laplace_draws_have_the_inverse_laplacian_covariance():
+    rng = np.random.default_rng(4)
+    pairs = pair_data(simulate(25, 3000, seed=5).transitions)
+    w = rng.uniform(0.5, 3.0, pairs.n_pairs)
+    h = np.full(pairs.n_states, 0.05)
+    dv, _ = gaussian_draws(pairs, w, h, 40_000, rng)
+    dense = laplacian(pairs.i, pairs.j, w, pairs.n_states, h).toarray()
+    np.testing.assert_allclose(
+        np.cov(dv.T), np.linalg.inv(dense), atol=0.03 * np.abs(np.linalg.inv(dense)).max()
+    )
+    # Non-equilibrium: the Schur-complement path equals the joint (V, a) Gaussian.
+    tau = 0.7
+    dv2, da2 = gaussian_draws(pairs, w, h, 40_000, rng, tau)
+    e = incidence(pairs.i, pairs.j, pairs.n_states).toarray()
+    jac = np.hstack([e, tau * np.eye(pairs.n_pairs)])
+    joint = jac.T @ np.diag(w) @ jac + np.diag(np.r_[h, np.ones(pairs.n_pairs)])
+    cov = np.linalg.inv(joint)
+    sample = np.cov(np.hstack([dv2, da2]).T)
+    assert np.abs(sample - cov).max() < 0.05 * np.abs(cov).max()
+
+
+def test_block_pcg_solves_like_dense():
+    pairs = pair_data(simulate(40, 4000, seed=6).transitions)
+    w = np.random.default_rng(0).uniform(0.2, 2, pairs.n_pairs)
+    matrix = laplacian(pairs.i, pairs.j, w, pairs.n_states, np.full(pairs.n_states, 0.01))
+    rhs = np.random.default_rng(1).normal(size=(pairs.n_states, 3))
+    np.testing.assert_allclose(
+        block_pcg(matrix, rhs, 1 / matrix.diagonal(), tol=1e-12),
+        np.linalg.solve(matrix.toarray(), rhs),
+        atol=1e-8,
+    )
+
+
+@pytest.mark.parametrize(("dense_limit", "low_rank"), [(600, 0), (5, 30)])
+def test_whitening_maps_standard_normal_to_the_laplace_covariance(dense_limit, low_rank):
+    pairs = pair_data(simulate(40, 4000, seed=7).transitions)
+    w = np.random.default_rng(2).uniform(0.2, 2, pairs.n_pairs)
+    hessian = laplacian(pairs.i, pairs.j, w, pairs.n_states, np.full(pairs.n_states, 0.01))
+    white = whitening(hessian, pairs.component, np.zeros(pairs.n_states), dense_limit, low_rank)
+    b = np.stack([white.apply(e) for e in np.eye(pairs.n_states)], axis=1)
+    if low_rank == 0:  # small component: exact Cholesky whitening, B Bᵀ = H⁻¹
+        np.testing.assert_allclose(b @ b.T, np.linalg.inv(hessian.toarray()), rtol=1e-8, atol=1e-10)
+    else:  # large: the whitened Hessian Bᵀ H B has its softest modes lifted to 1
+        whitened = np.linalg.eigvalsh(b.T @ hessian.toarray() @ b)
+        scaled = np.linalg.eigvalsh(
+            hessian.toarray() / np.sqrt(np.outer(hessian.diagonal(), hessian.diagonal()))
+        )
+        assert whitened.min() > 0.99 * min(1.0, scaled[len(white.coef)])
+        assert whitened.min() > 10 * scaled.min()
+
+
+def test_nonequilibrium_map_tau_small_when_reversible_large_when_driven():
+    reversible = simulate(40, 20_000, seed=8, mean_degree=8)
+    driven = simulate(40, 20_000, seed=8, mean_degree=8, drive=1.5)
+    tau = {}
+    for name, sim in (("reversible", reversible), ("driven", driven)):
+        result = fit(NonEquilibriumModel(), sim.transitions, method="map", draws=200, chains=1)
+        tau[name] = float(result.posterior["posterior"]["tau_A"].mean())
+        loops = result.posterior["posterior"]["loop_affinity"].mean(("chain", "draw")).to_numpy()
+        cd = result.posterior["constant_data"]
+        truth = sim.loop_affinity(pd.DataFrame({k: cd[f"cycle_{k}"].to_numpy() for k in "abc"}))
+        if name == "driven":
+            assert np.corrcoef(loops, truth)[0, 1] > 0.6
+    assert tau["reversible"] < 0.3
+    assert 0.7 < tau["driven"] < 2.5
