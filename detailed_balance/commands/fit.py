@@ -28,7 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", help="state whose potential is 0 in its piece")
     parser.add_argument("--out", required=True, help="potentials.csv (least action) or fit.nc")
     bayes = parser.add_argument_group("Bayesian methods (nuts, advi, map)")
-    bayes.add_argument("--model", default="equilibrium", choices=("equilibrium", "nonequilibrium"))
+    bayes.add_argument(
+        "--model", default="equilibrium", choices=("equilibrium", "nonequilibrium", "features")
+    )
+    bayes.add_argument(
+        "--features",
+        metavar="builtin:words|builtin:expressions|FILE.csv",
+        help="--model features: state features (also with --method least-action)",
+    )
     bayes.add_argument(
         "--prior", default="wide", choices=("wide", "normal", "student_t"), help="prior on V"
     )
@@ -43,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     data = load_data(args)
+    if args.method == "least-action" and args.model == "features":
+        from detailed_balance.features.cli import least_action_features
+
+        return least_action_features(args, data)
     if args.method == "least-action":
         return _least_action(args, data)
     return _bayes(args, data)
@@ -60,8 +71,12 @@ def _bayes(args: argparse.Namespace, data) -> int:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.tune < 0:
         raise UserError(f"--tune must be at least 0, got {args.tune}")
-    config = {"V_prior": args.prior, "reference": args.reference}
-    model = model_from_name(args.model, config)
+    if args.model == "features":
+        from detailed_balance.features.cli import feature_model, write_theta
+
+        model = feature_model(args)
+    else:
+        model = model_from_name(args.model, {"V_prior": args.prior, "reference": args.reference})
     result = fit(
         model,
         data,
@@ -73,6 +88,8 @@ def _bayes(args: argparse.Namespace, data) -> int:
         progressbar=not args.no_progress,
     )
     result.save(args.out)
+    if args.model == "features":
+        write_theta(result, args)
     pairs = model.pairs
     message = (
         f"{args.model} {args.method}: {pairs.n_states} states in {pairs.n_pairs} pairs "

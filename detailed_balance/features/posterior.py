@@ -125,7 +125,7 @@ def predict_potentials(
         states = list(features["state"] if "state" in features.columns else features.index)
     names = pd.Index([str(s) for s in states], dtype=object)
     source = features if features is not None else const.attrs.get("features_source")
-    if source in (None, "table", "callable"):
+    if source is None or (isinstance(source, str) and source in ("table", "callable")):
         raise DataError(
             "this fit's features were a table or a function, which the fit file does not "
             "carry for new states; pass features= (a table indexed by state or the function)."

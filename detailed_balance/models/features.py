@@ -1,0 +1,690 @@
+"""Feature potential: V_f = x_f·θ + ε_f, fitted jointly with the equilibrium pair likelihood.
+
+For every modelled pair (f, g) (see `_pairs`), conditional on m = n_fg + n_gf,
+
+    n_fg ~ Binomial(m, logit⁻¹(log(N_f/N_g) + V_f − V_g)),
+    V_f  = z_f·θ* + ε_f,   ε_f ~ Normal(0, σ_ε) (or StudentT(ν, 0, σ_ε)),
+    θ*   ~ Normal(0, theta_scale),   σ_ε ~ HalfNormal(sigma_eps_scale),
+
+with z_f the features standardised over the modelled states (`features.Standardiser`). θ is
+reported per unit of the original feature, θ_k = θ*_k / s_k. One joint model, not a regression
+on fitted potentials: every state's V is pulled towards its feature prediction by exactly as
+much as its counts allow, and the uncertainty of θ includes that of V.
+
+Gauge. The likelihood sees V only through differences within connected components of the pair
+graph; the ε prior pins the rest. V is reported as sampled ("feature gauge": zero is the mean
+feature potential of the modelled states, so states of different components are comparable
+through their features), or relative to `reference` when one is named. `V_features` = z·θ*
+(dim state) is the part the features explain; `feature_share` = var(z·θ*) / (var(z·θ*) + σ_ε²)
+is the share of the spread of V they explain (a Bayesian R²), per draw.
+
+Inference. `detailed_balance.sampling.fit` samples this model like the pair models (NUTS via
+nutpie, ADVI). The PyMC graph is written in whitened coordinates from the Laplace
+approximation at the MAP (numpy, `FeatureDensity`): θ* = θ̂ + L_S⁻ᵀ u with S the Schur
+complement (the marginal precision of θ*), and V = V̂ + C (θ* − θ̂) + B z with C = A_VV⁻¹ D Z
+the regression of V on θ* and B the whitening of the conditional precision A_VV = L_w + D (the
+pair models' `whitening`). Under that approximation (u, z) are independent standard normals,
+so NUTS sees an almost isotropic target whatever the count scale. `laplace_draws` samples the
+same Gaussian directly (the ``map`` method).
+
+`feature_least_action` is the paper's route: θ minimising the action S[V = x·θ] directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+import scipy.linalg as sla
+import scipy.sparse.linalg as spla
+import xarray as xr
+from scipy.optimize import minimize, minimize_scalar
+from scipy.special import expit
+
+from detailed_balance.data import DataError, Transitions
+from detailed_balance.features import (
+    FeatureSource,
+    Standardiser,
+    describe_source,
+    resolve_features,
+)
+
+from ._density import SpdSolver, incidence, laplacian, softplus, whitening
+from ._pairs import PairData, pair_data
+from .equilibrium import MODELS, PairModel, _check_choice
+from .least_action import kernel_values
+
+EPS_PRIORS = ("normal", "student_t")
+
+
+# -- the density in numpy -------------------------------------------------------------------
+class FeatureDensity:
+    """−log posterior of the feature model in φ = [V (K), θ* (F), log σ_ε] and its MAP/Laplace."""
+
+    def __init__(self, pairs: PairData, z: np.ndarray, config: dict[str, Any]) -> None:
+        self.pairs = pairs
+        self.z = np.asarray(z, dtype=float)
+        self.k, self.f = self.z.shape
+        self.trials = pairs.trials
+        self.offset = pairs.offset
+        self.theta_scale = float(config["theta_scale"])
+        self.sigma_scale = float(config["sigma_eps_scale"])
+        self.student = config["eps_prior"] == "student_t"
+        self.nu = float(config["eps_nu"])
+
+    @property
+    def size(self) -> int:
+        return self.k + self.f + 1
+
+    def split(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        return phi[: self.k], phi[self.k : self.k + self.f], float(np.exp(phi[-1]))
+
+    def _eps_terms(self, eps: np.ndarray, sigma: float) -> tuple[float, np.ndarray, float]:
+        """−log prior of ε (incl. K log σ), its gradient in ε and its derivative in log σ."""
+        if self.student:
+            nu = self.nu
+            denom = nu * sigma**2 + eps**2
+            value = 0.5 * (nu + 1) * np.sum(np.log1p(eps**2 / (nu * sigma**2)))
+            grad = (nu + 1) * eps / denom
+            d_log_sigma = -np.sum((nu + 1) * eps**2 / denom)
+        else:
+            value = 0.5 * np.sum(eps**2) / sigma**2
+            grad = eps / sigma**2
+            d_log_sigma = -np.sum(eps**2) / sigma**2
+        return float(value + self.k * math.log(sigma)), grad, float(d_log_sigma + self.k)
+
+    def eps_curvature(self, eps: np.ndarray, sigma: float) -> np.ndarray:
+        """∂²(−log prior)/∂ε² per state (Student-t clipped positive: it is not log-concave)."""
+        if self.student:
+            nu = self.nu
+            denom = nu * sigma**2 + eps**2
+            h = (nu + 1) * (nu * sigma**2 - eps**2) / denom**2
+            return np.maximum(h, 1e-3 / sigma**2)
+        return np.full(len(eps), 1.0 / sigma**2)
+
+    def neg_logp_grad(self, phi: np.ndarray) -> tuple[float, np.ndarray]:
+        pairs = self.pairs
+        v, theta, sigma = self.split(phi)
+        x = self.offset + v[pairs.i] - v[pairs.j]
+        resid = pairs.n_fg - self.trials * expit(x)
+        value = -float(np.sum(pairs.n_fg * x - self.trials * softplus(x)))
+        grad = np.zeros(self.size)
+        grad[: self.k] = -(
+            np.bincount(pairs.i, resid, self.k) - np.bincount(pairs.j, resid, self.k)
+        )
+        eps = v - self.z @ theta
+        prior, g_eps, d_ls = self._eps_terms(eps, sigma)
+        value += prior
+        grad[: self.k] += g_eps
+        grad[self.k : self.k + self.f] = -(self.z.T @ g_eps) + theta / self.theta_scale**2
+        value += 0.5 * float(theta @ theta) / self.theta_scale**2
+        # σ ~ HalfNormal(scale), sampled as log σ (Jacobian + log σ).
+        value += 0.5 * sigma**2 / self.sigma_scale**2 - math.log(sigma)
+        grad[-1] = d_ls + sigma**2 / self.sigma_scale**2 - 1.0
+        return value, grad
+
+    def conditional_mode(
+        self, log_sigma: float, start: np.ndarray | None = None, max_steps: int = 100
+    ) -> np.ndarray:
+        """argmin over (V, θ*) of −log p at fixed σ_ε (convex for normal ε): damped Newton,
+        each step one sparse factorisation of A_VV and an F × F Schur solve (see `newton_step`).
+        """
+        phi = np.zeros(self.size) if start is None else np.array(start, float)
+        phi[-1] = log_sigma
+        value, grad = self.neg_logp_grad(phi)
+        for _ in range(max_steps):
+            lap = self.laplace(phi, with_logdet=False)
+            step = self.newton_step(lap, grad)
+            decrement = -float(step @ grad[:-1])
+            if decrement < 1e-10:
+                break
+            t = 1.0
+            while t > 1e-8:
+                trial = phi.copy()
+                trial[:-1] += t * step
+                new_value, new_grad = self.neg_logp_grad(trial)
+                if new_value <= value - 1e-4 * t * decrement:
+                    break
+                t *= 0.5
+            else:
+                break
+            phi, value, grad = trial, new_value, new_grad
+        return phi
+
+    def newton_step(self, lap: Laplace, grad: np.ndarray) -> np.ndarray:
+        """δ = −A⁻¹ g for (V, θ*) by block elimination: S δθ = −g_θ − (DZ)ᵀ A_VV⁻¹ g_V,
+        δV = −A_VV⁻¹ g_V + C δθ."""
+        g_v, g_t = grad[: self.k], grad[self.k : self.k + self.f]
+        y = np.asarray(lap.solver.solve(g_v)).ravel()
+        dz = lap.eps_h[:, None] * self.z
+        d_theta = sla.cho_solve((lap.schur_chol, True), -g_t - dz.T @ y)
+        return np.concatenate([-y + lap.regression @ d_theta, d_theta])
+
+    def marginal(self, log_sigma: float, start: np.ndarray | None = None):
+        """−log p(log σ_ε | data) up to a constant, by Laplace over (V, θ*): the value, the
+        conditional mode φ and its `Laplace` factors."""
+        phi = self.conditional_mode(log_sigma, start)
+        lap = self.laplace(phi)
+        value = self.neg_logp_grad(phi)[0] + 0.5 * lap.logdet
+        return value, phi, lap
+
+    def find_map(self) -> tuple[np.ndarray, Laplace]:
+        """The mode of log σ_ε's Laplace-marginal posterior and the conditional mode of (V, θ*)
+        there. (The joint mode is useless here: the density grows without bound as σ_ε → 0
+        with V = z·θ* exactly, the funnel of every hierarchical model.)"""
+        cache: dict[float, tuple] = {}
+        warm = [None]
+
+        def objective(log_sigma: float) -> float:
+            value, phi, lap = self.marginal(float(log_sigma), warm[0])
+            warm[0] = phi
+            cache[float(log_sigma)] = (value, phi, lap)
+            return value
+
+        upper = math.log(10.0 * self.sigma_scale)
+        result = minimize_scalar(
+            objective, bounds=(math.log(1e-3), upper), method="bounded", options={"xatol": 1e-3}
+        )
+        best = float(result.x)
+        value, phi, lap = cache.get(best) or self.marginal(best, warm[0])
+        step = 0.05
+        lo = self.marginal(best - step, phi)[0]
+        hi = self.marginal(best + step, phi)[0]
+        lap.log_sigma_curvature = max((lo - 2 * value + hi) / step**2, 1.0)
+        return phi, lap
+
+    def sigma_grid(
+        self, phi: np.ndarray, lap: Laplace, nodes: tuple[float, ...] = (-2, -1, 0, 1, 2)
+    ) -> list[GridPoint]:
+        """Quadrature over log σ_ε (INLA's grid strategy): points at the mode ± whole marginal
+        sds, weighted by their Laplace-marginal density, each with its own conditional mode
+        and factors. θ's spread then includes the uncertainty of the pooling scale."""
+        best = float(phi[-1])
+        sd = 1.0 / math.sqrt(lap.log_sigma_curvature)
+        centre = self.neg_logp_grad(phi)[0] + 0.5 * lap.logdet
+        points = []
+        for t in nodes:
+            if t == 0:
+                value, phi_t, lap_t = centre, phi, lap
+            else:
+                value, phi_t, lap_t = self.marginal(best + t * sd, phi)
+            points.append(GridPoint(best + t * sd, value - centre, phi_t, lap_t, sd))
+        weights = np.exp(-np.array([p.weight for p in points]))
+        weights /= weights.sum()
+        for point, weight in zip(points, weights, strict=True):
+            point.weight = float(weight)
+        return points
+
+    def laplace(self, phi: np.ndarray, with_logdet: bool = True) -> Laplace:
+        """The Gaussian approximation at φ (a MAP): factors for draws and for whitening."""
+        pairs = self.pairs
+        v, theta, sigma = self.split(phi)
+        x = self.offset + v[pairs.i] - v[pairs.j]
+        p = expit(x)
+        w = self.trials * p * (1 - p)
+        eps = v - self.z @ theta
+        h = self.eps_curvature(eps, sigma)
+        a_vv = laplacian(pairs.i, pairs.j, w, self.k, h)
+        solver = SpdSolver(a_vv)
+        dz = h[:, None] * self.z
+        c = np.asarray(solver.solve(dz)).reshape(self.k, self.f)
+        schur = self.z.T @ dz - dz.T @ c + np.eye(self.f) / self.theta_scale**2
+        schur = 0.5 * (schur + schur.T)
+        chol = np.linalg.cholesky(schur)
+        logdet = (
+            _logdet(solver) + 2.0 * float(np.sum(np.log(np.diag(chol)))) if with_logdet else 0.0
+        )
+        return Laplace(phi, w, h, a_vv, solver, c, chol, logdet)
+
+
+def _logdet(solver: SpdSolver) -> float:
+    """log det of the SPD matrix of `solver` from its sparse LU (U's diagonal; L is unit)."""
+    lu = solver.lu
+    if lu is None:  # the solver chose CG for size; the determinant still needs a factor
+        lu = spla.splu(
+            solver.matrix,
+            permc_spec="MMD_AT_PLUS_A",
+            diag_pivot_thresh=0.0,
+            options={"SymmetricMode": True},
+        )
+    return float(np.sum(np.log(np.abs(lu.U.diagonal()))))
+
+
+@dataclass
+class GridPoint:
+    """One log σ_ε node of `FeatureDensity.sigma_grid`: its weight, mode and factors."""
+
+    log_sigma: float
+    weight: float
+    phi: np.ndarray
+    laplace: Laplace
+    spacing: float = 0.0
+
+
+@dataclass
+class Laplace:
+    """Factors of the Gaussian approximation (see `FeatureDensity.laplace`)."""
+
+    phi: np.ndarray
+    weights: np.ndarray  # w_p per pair
+    eps_h: np.ndarray  # D: prior curvature of ε per state
+    a_vv: Any  # sparse L_w + D
+    solver: SpdSolver
+    regression: np.ndarray  # C = A_VV⁻¹ D Z  (K × F)
+    schur_chol: np.ndarray  # L with S = L Lᵀ
+    logdet: float  # log det of the (V, θ*) precision
+    log_sigma_curvature: float = 1.0  # of −log p(log σ_ε | data) at its mode
+
+
+# -- the model ----------------------------------------------------------------------------------
+class FeaturePotentialModel(PairModel):
+    """V = x·θ + ε with the equilibrium pair likelihood; see the module docstring.
+
+    ``features`` is a feature source (``"builtin:words"``, ``"builtin:expressions"``, a CSV
+    path, a DataFrame indexed by state, or a callable state → dict). A string source is part of
+    the model's configuration (saved and compared); a table or callable is resolved at build
+    time and the resolved values travel with the fit (``constant_data.features``).
+    """
+
+    name = "features"
+    nonequilibrium = False
+    default_model_config: dict[str, Any] = {
+        "features": None,  # the feature source when it is a string (builtin:NAME or a path)
+        "theta_scale": 5.0,  # prior sd of θ per standard deviation of a feature (kT)
+        "sigma_eps_scale": 2.0,  # HalfNormal scale of σ_ε (kT)
+        "eps_prior": "normal",  # or student_t (heavy-tailed residuals)
+        "eps_nu": 4.0,  # Student-t degrees of freedom
+        "reference": None,  # report V relative to this state
+        "parameterization": "whitened",  # whitened (Laplace) or direct
+        "dense_limit": 50,  # components up to this size are whitened exactly (dense)
+        "low_rank": 16,  # softest modes corrected in larger components
+        "mean_correction": True,  # map: shift the Laplace draws by the skewness correction
+    }
+
+    def __init__(
+        self,
+        features: FeatureSource | None = None,
+        model_config: dict[str, Any] | None = None,
+    ) -> None:
+        if isinstance(features, dict) and model_config is None:
+            # model_from_name(name, config) passes the config positionally.
+            features, model_config = None, features
+        config = dict(self.default_model_config)
+        unknown = set(model_config or {}) - set(config)
+        if unknown:
+            raise ValueError(
+                f"unknown model_config key(s) {sorted(unknown)}; known: {sorted(config)}."
+            )
+        config.update(model_config or {})
+        if features is None:
+            features = config["features"]
+        if features is None:
+            raise ValueError(
+                "FeaturePotentialModel needs features: 'builtin:words', 'builtin:expressions', "
+                "a CSV path, a DataFrame indexed by state, or a callable state -> dict."
+            )
+        if isinstance(features, str | type(None)) or hasattr(features, "__fspath__"):
+            config["features"] = str(features)
+        else:
+            config["features"] = describe_source(features)
+        _check_choice("eps_prior", config["eps_prior"], EPS_PRIORS)
+        _check_choice("parameterization", config["parameterization"], ("whitened", "direct"))
+        for key in ("theta_scale", "sigma_eps_scale", "eps_nu"):
+            if not float(config[key]) > 0:
+                raise ValueError(f"model_config[{key!r}] = {config[key]!r} must be > 0.")
+        self.features_source = features
+        self.model_config = config
+        self.model: pm.Model | None = None
+        self.pairs: PairData | None = None
+        self.map_result = None
+        self.whitening = None
+        self.density: FeatureDensity | None = None
+        self.laplace_fit: Laplace | None = None
+        self.grid: list[GridPoint] | None = None
+        self.feature_table: pd.DataFrame | None = None
+        self.standardiser: Standardiser | None = None
+
+    def __repr__(self) -> str:
+        return f"FeaturePotentialModel(features={self.model_config['features']!r})"
+
+    # -- building ------------------------------------------------------------------------------
+    def prepare(self, data: Transitions, llm: str | None = None) -> PairData:
+        """Pairs, features (standardised), the MAP and its Laplace factors; no PyMC yet."""
+        pairs = pair_data(data, llm)
+        table = resolve_features(self.features_source, pairs.states.astype(str))
+        standardiser = Standardiser.fit(table)
+        z = standardiser.transform(table)
+        density = FeatureDensity(pairs, z, self.model_config)
+        phi, lap = density.find_map()
+        self.pairs, self.feature_table, self.standardiser = pairs, table, standardiser
+        self.density = density
+        self.map_result = phi
+        self.laplace_fit = lap
+        self.grid = None  # the σ_ε quadrature of the map method, built on first use
+        self.gauge_scale = density.split(phi)[2]
+        self.whitening = None
+        return pairs
+
+    def coords(self, pairs: PairData) -> dict[str, Any]:
+        return {**super().coords(pairs), "feature": list(self.standardiser.names)}
+
+    def build_model(self, data: Transitions, llm: str | None = None) -> pm.Model:
+        """The `pm.Model` (whitened by the Laplace approximation unless ``direct``)."""
+        pairs = self.prepare(data, llm)
+        lap, dens = self.laplace_fit, self.density
+        if self.model_config["parameterization"] == "whitened":
+            self.whitening = whitening(
+                lap.a_vv.tocsc(),
+                pairs.component,
+                self.map_result[: pairs.n_states],
+                int(self.model_config["dense_limit"]),
+                int(self.model_config["low_rank"]),
+            )
+        k, f = dens.k, dens.f
+        v_hat, theta_hat, sigma_hat = dens.split(self.map_result)
+        with pm.Model(coords=self.coords(pairs)) as model:
+            if self.whitening is None:  # direct: the plain formulation
+                theta = pm.Flat("theta_raw", dims="feature")
+                v_raw = pm.Flat("V_raw", dims="latent")
+            else:
+                u = pm.Flat("theta_white", dims="feature")
+                theta = theta_hat + pt.dot(sla.solve_triangular(lap.schur_chol.T, np.eye(f)), u)
+                z = pm.Flat("V_white", dims="latent")
+                white = self.whitening
+                v_raw = white.centre + pt.zeros(k)[white.rows].inc(white.values * z[white.cols])
+                if len(white.coef):
+                    v_raw = v_raw + pt.dot(white.basis, white.coef * pt.dot(white.basis_in.T, z))
+                v_raw = v_raw + pt.dot(lap.regression, theta - theta_hat)
+            sigma = pm.HalfNormal(
+                "sigma_eps", sigma=float(self.model_config["sigma_eps_scale"]), initval=sigma_hat
+            )
+            pm.Potential("theta_prior", -0.5 * pt.sum(theta**2) / dens.theta_scale**2)
+            fitted = pt.dot(dens.z, theta)
+            eps = v_raw - fitted
+            if dens.student:
+                nu = dens.nu
+                eps_logp = -0.5 * (nu + 1) * pt.sum(pt.log1p(eps**2 / (nu * sigma**2)))
+            else:
+                eps_logp = -0.5 * pt.sum(eps**2) / sigma**2
+            pm.Potential("eps_prior", eps_logp - k * pt.log(sigma))
+            logit = pairs.offset + v_raw[pairs.i] - v_raw[pairs.j]
+            pm.Potential(
+                "likelihood", pt.sum(pairs.n_fg * logit - pairs.trials * pt.softplus(logit))
+            )
+            ref = self._reference_position(pairs)
+            pm.Deterministic("V", v_raw if ref is None else v_raw - v_raw[ref], dims="state")
+            if ref is not None:
+                pm.Deterministic("V_reference", v_raw[ref])
+            pm.Deterministic("theta_std", theta, dims="feature")
+            pm.Deterministic("theta", theta / self.standardiser.scales, dims="feature")
+            pm.Deterministic("V_features", fitted, dims="state")
+            spread = pt.mean((fitted - pt.mean(fitted)) ** 2)
+            pm.Deterministic("feature_share", spread / (spread + sigma**2))
+        self.model = model
+        return model
+
+    def _reference_position(self, pairs: PairData) -> int | None:
+        reference = self.model_config["reference"]
+        if reference is None:
+            return None
+        pos = np.flatnonzero(pairs.states.astype(str) == str(reference))
+        if len(pos) == 0:
+            raise DataError(
+                f"reference state {reference!r} is not in any modelled pair; choose a state that "
+                f"has transitions with known visits."
+            )
+        return int(pos[0])
+
+    # -- after sampling ------------------------------------------------------------------------
+    @property
+    def stored_variables(self) -> list[str]:
+        names = ["V", "theta", "theta_std", "sigma_eps", "V_features", "feature_share"]
+        return names + (["V_reference"] if self.model_config["reference"] is not None else [])
+
+    def laplace_draws(self, draws: int, seed: int | np.random.Generator | None = None) -> dict:
+        """Draws of the stored variables from the Laplace approximation (the ``map`` method).
+
+        log σ_ε: a 5-point quadrature over its Laplace-marginal posterior (`sigma_grid`; draws
+        jittered uniformly within a node's cell). At each node, (V, θ*) come from the joint
+        Gaussian at the conditional mode — θ* from its Schur-complement marginal, V | θ* by
+        perturb-then-solve with the sparse factor — shifted by the third-order mean correction
+        (`mean_shift`). Returns arrays with a leading draw axis, in random order.
+        """
+        rng = np.random.default_rng(seed)
+        if self.grid is None:
+            self.grid = self.density.sigma_grid(self.map_result, self.laplace_fit)
+        counts = rng.multinomial(draws, [p.weight for p in self.grid])
+        parts = [self._node_draws(p, n, rng) for p, n in zip(self.grid, counts, strict=True) if n]
+        v, theta, log_sigma = (np.concatenate(x) for x in zip(*parts, strict=True))
+        order = rng.permutation(draws)
+        return self.derived(v[order], theta[order], np.exp(log_sigma[order]))
+
+    def _node_draws(self, point: GridPoint, draws: int, rng: np.random.Generator):
+        dens, pairs, lap = self.density, self.pairs, point.laplace
+        v_hat, theta_hat, _ = dens.split(point.phi)
+        u = rng.standard_normal((dens.f, draws))
+        d_theta = sla.solve_triangular(lap.schur_chol.T, u, lower=False)
+        e = incidence(pairs.i, pairs.j, dens.k)
+        rhs = e.T @ (np.sqrt(lap.weights)[:, None] * rng.standard_normal((pairs.n_pairs, draws)))
+        rhs = rhs + np.sqrt(lap.eps_h)[:, None] * rng.standard_normal((dens.k, draws))
+        d_v = np.asarray(lap.solver.solve(np.asarray(rhs))).reshape(dens.k, draws)
+        d_v = d_v + lap.regression @ d_theta
+        shift = np.zeros(dens.k + dens.f)
+        if self.model_config["mean_correction"] and draws > 1:
+            shift = self.mean_shift(d_v, point.phi, lap)
+        theta = (theta_hat + shift[dens.k :])[:, None] + d_theta
+        v = (v_hat + shift[: dens.k])[:, None] + d_v
+        jitter = (rng.random(draws) - 0.5) * point.spacing
+        return v.T, theta.T, point.log_sigma + jitter
+
+    def mean_shift(self, d_v: np.ndarray, phi: np.ndarray, lap: Laplace) -> np.ndarray:
+        """Posterior mean − mode of (V, θ*) to third order: ½ A⁻¹ Eᵀ (ℓ‴ ⊙ Var x).
+
+        The binomial log-likelihood of a pair is skewed in its logit x (ℓ‴ = −w (1 − 2p)):
+        a pair seen mostly one way pins x from one side only, so the mode sits closer to the
+        gauge than the mean, and θ read off the mode is attenuated towards 0 (measured: half a
+        posterior sd on simulated landscapes). Var x per pair comes from the Laplace draws
+        `d_v` (K × draws, centred); one more solve with the same factors gives the shift.
+        """
+        pairs, dens = self.pairs, self.density
+        var_x = np.var(d_v[pairs.i] - d_v[pairs.j], axis=1)
+        p = expit(pairs.offset + phi[pairs.i] - phi[pairs.j])
+        third = -lap.weights * (1 - 2 * p)
+        b = np.bincount(pairs.i, third * var_x, dens.k) - np.bincount(
+            pairs.j, third * var_x, dens.k
+        )
+        grad = np.concatenate([-0.5 * b, np.zeros(dens.f + 1)])
+        return self.density.newton_step(lap, grad)
+
+    def derived(self, v: np.ndarray, theta_std: np.ndarray, sigma: np.ndarray) -> dict:
+        """The stored variables from draws of V (draws, K), θ* (draws, F) and σ_ε (draws,)."""
+        ref = self._reference_position(self.pairs)
+        fitted = theta_std @ self.density.z.T
+        spread = fitted.var(axis=1)
+        out = {
+            "V": v if ref is None else v - v[:, [ref]],
+            "theta": theta_std / self.standardiser.scales,
+            "theta_std": theta_std,
+            "sigma_eps": sigma,
+            "V_features": fitted,
+            "feature_share": spread / (spread + sigma**2),
+        }
+        if ref is not None:
+            out["V_reference"] = v[:, ref]
+        return out
+
+    def map_point(self) -> dict:
+        """The stored variables at the MAP (one draw)."""
+        v, theta, sigma = self.density.split(self.map_result)
+        return {
+            key: val[0]
+            for key, val in self.derived(v[None], theta[None], np.array([sigma])).items()
+        }
+
+    def laplace_tree(self, draws: int, seed: int) -> xr.DataTree:
+        """The ``map`` method's posterior: `laplace_draws` in the contract layout (one chain)."""
+        values = self.laplace_draws(draws, seed)
+        dims = {
+            "V": ("state",),
+            "theta": ("feature",),
+            "theta_std": ("feature",),
+            "V_features": ("state",),
+        }
+        variables = {
+            name: (("chain", "draw", *dims.get(name, ())), value[None])
+            for name, value in values.items()
+        }
+        coords = {
+            "chain": [0],
+            "draw": np.arange(draws),
+            "state": self.pairs.states.astype(str),
+            "feature": list(self.standardiser.names),
+        }
+        v, theta, sigma = self.density.split(self.map_result)
+        stats = xr.Dataset(
+            {
+                "map_sigma_eps": sigma,
+                "map_log_sigma_curvature": self.laplace_fit.log_sigma_curvature,
+            }
+        )
+        return xr.DataTree.from_dict(
+            {"/posterior": xr.Dataset(variables, coords=coords), "/map": stats}
+        )
+
+    def extend_constant_data(self, const: xr.Dataset) -> xr.Dataset:
+        """The pair arrays plus the raw features of the modelled states and their
+        standardisation: ``features`` (state, feature), ``feature_mean``, ``feature_scale``
+        (feature); attrs ``features_source`` and ``dropped_features`` (JSON list)."""
+        std = self.standardiser
+        names = list(std.names)
+        return (
+            const.assign_coords(feature=names)
+            .assign(
+                features=(("state", "feature"), self.feature_table[names].to_numpy(float)),
+                feature_mean=(("feature",), std.means),
+                feature_scale=(("feature",), std.scales),
+            )
+            .assign_attrs(
+                features_source=self.model_config["features"],
+                dropped_features=json.dumps(list(std.dropped)),
+            )
+        )
+
+
+# -- the paper's route: θ by least action ---------------------------------------------------------
+@dataclass
+class FeatureLeastAction:
+    """θ minimising the paper's action with V = x·θ (see `feature_least_action`)."""
+
+    theta: pd.Series  # per unit of the original feature
+    theta_std: pd.Series  # per standard deviation of the feature
+    potentials: pd.Series  # x·θ per state (centred over the featured states)
+    action: float  # (1/#states) Σ w K(V_f − V_g) at the optimum
+    converged: bool
+    iterations: int
+    gradient_max: float
+    dropped: tuple[str, ...] = ()
+    settings: dict = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        """``feature, theta, theta_std``."""
+        return pd.DataFrame(
+            {
+                "feature": self.theta.index,
+                "theta": self.theta.to_numpy(),
+                "theta_std": self.theta_std.to_numpy(),
+            }
+        )
+
+
+def feature_least_action(
+    data: Transitions,
+    features: FeatureSource,
+    *,
+    llm: str | None = None,
+    kernel: str = "softplus",
+    ridge: float = 0.0,
+    maxiter: int = 20_000,
+    gtol: float = 1e-9,
+) -> FeatureLeastAction:
+    """θ = argmin S[x·θ], S = (1/#states) Σ_{f→g} min(1, n_fg/N₀(f)) K(V_f − V_g) (PAPER.md).
+
+    The action is convex in θ (K is convex and V is linear in θ), so L-BFGS-B with the analytic
+    gradient ∂S/∂θ = Zᵀ ∂S/∂V finds the global minimum; cost O(moves × features) per step.
+    Features are standardised over the states that move or are moved to; θ is returned in
+    original units. Moves whose source has no known visits are left out (no rate). With no
+    regulariser (the paper's choice, ``ridge=0``) θ runs off to infinity along any feature
+    direction that only ever points downhill along every move: that shows as
+    ``converged=False`` and a huge θ; a small ``ridge`` (penalty ½ ridge |θ*|²) keeps it finite.
+    """
+    moves = data.moves(_llm(data, llm))
+    rate = moves["rate"].to_numpy(float)
+    keep = np.isfinite(rate) & (rate > 0)
+    moves = moves[keep]
+    if moves.empty:
+        raise DataError("no move with a known visit count; the action is empty.")
+    used, inverse = np.unique(
+        np.concatenate([moves["i"].to_numpy(), moves["j"].to_numpy()]), return_inverse=True
+    )
+    src, dst = inverse[: len(moves)], inverse[len(moves) :]
+    names = data.states.to_numpy()[used].astype(str)
+    table = resolve_features(features, names)
+    std = Standardiser.fit(table)
+    z = std.transform(table)
+    weight = moves["rate"].to_numpy(float)
+    n_states = data.n_states
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        v = z @ theta
+        value, slope, _ = kernel_values(v[src] - v[dst], kernel)
+        flux = weight * slope
+        grad_v = np.bincount(src, flux, len(used)) - np.bincount(dst, flux, len(used))
+        total = float(weight @ value) + 0.5 * ridge * float(theta @ theta)
+        return total, z.T @ grad_v + ridge * theta
+
+    result = minimize(
+        objective,
+        np.zeros(z.shape[1]),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": maxiter, "ftol": 1e-15, "gtol": gtol},
+    )
+    theta_std = result.x
+    grad = objective(theta_std)[1]
+    v = z @ theta_std
+    feats = list(std.names)
+    return FeatureLeastAction(
+        theta=pd.Series(std.to_original(theta_std), index=feats, name="theta"),
+        theta_std=pd.Series(theta_std, index=feats, name="theta_std"),
+        potentials=pd.Series(v - v.mean(), index=names, name="potential"),
+        action=float(result.fun - 0.5 * ridge * float(theta_std @ theta_std)) / n_states,
+        converged=bool(np.max(np.abs(grad)) <= max(gtol, 1e-6) * max(1.0, weight.sum())),
+        iterations=int(result.nit),
+        gradient_max=float(np.max(np.abs(grad))),
+        dropped=std.dropped,
+        settings={"kernel": kernel, "ridge": ridge, "features": describe_source(features)},
+    )
+
+
+def _llm(data: Transitions, llm: str | None) -> str:
+    if llm is None:
+        if len(data.llms) != 1:
+            raise DataError(f"the data has several LLMs ({', '.join(data.llms)}); pass llm=NAME.")
+        return data.llms[0]
+    return llm
+
+
+MODELS["features"] = FeaturePotentialModel  # so load_fit / model_from_name know it
+
+__all__ = [
+    "FeatureDensity",
+    "FeatureLeastAction",
+    "FeaturePotentialModel",
+    "feature_least_action",
+]
