@@ -23,9 +23,11 @@ from detailed_balance.diagnostics import (
     db_scatter,
     loop_balance,
 )
+from detailed_balance.features import has_features
 
 from . import figures
 from .document import Document
+from .features import feature_section
 from .figures import as_tree, potential_draws
 
 
@@ -186,6 +188,7 @@ def build_report(
     flagged = _flagged(evidence)
     if not flagged.empty:
         doc.table(flagged, "Flagged pairs and 3-cycles")
+    features = feature_section(result, doc, ci=ci) if has_features(result) else None
     doc.heading("Model checking")
     conv = convergence(result)
     doc.table(_convergence_table(conv.to_dict()), "Convergence (identified quantities)")
@@ -210,6 +213,8 @@ def build_report(
         "provenance": provenance,
         "ci": ci,
     }
+    if features is not None:
+        summary["features"] = features
     return doc, _clean(summary)
 
 
