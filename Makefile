@@ -51,6 +51,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/least_action.py
+	$(PY) benchmarks/simulation.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
