@@ -83,7 +83,7 @@ def _check_table(frame: pd.DataFrame, where: str, row_offset: int = 0) -> pd.Dat
     """Index by state, check every value is a finite number; messages name row and column."""
     if "state" in frame.columns:
         frame = frame.set_index("state")
-    elif frame.index.name != "state" and not frame.index.dtype == object:
+    elif frame.index.name != "state" and pd.api.types.is_numeric_dtype(frame.index.dtype):
         raise DataError(
             f"{where}: no `state` column; the first column must be `state` (the state names as "
             f"in the transition data), then one numeric column per feature."

@@ -589,6 +589,7 @@ class FeatureLeastAction:
     converged: bool
     iterations: int
     gradient_max: float
+    runaway: bool  # some direction of θ keeps lowering the action: θ is not finite there
     dropped: tuple[str, ...] = ()
     settings: dict = field(default_factory=dict)
 
@@ -620,8 +621,9 @@ def feature_least_action(
     Features are standardised over the states that move or are moved to; θ is returned in
     original units. Moves whose source has no known visits are left out (no rate). With no
     regulariser (the paper's choice, ``ridge=0``) θ runs off to infinity along any feature
-    direction that only ever points downhill along every move: that shows as
-    ``converged=False`` and a huge θ; a small ``ridge`` (penalty ½ ridge |θ*|²) keeps it finite.
+    direction that points downhill along every move it changes (the feature analogue of an
+    unbounded potential): the optimiser stops where the kernel has flattened, and ``runaway``
+    says so (see `_runaway`); a small ``ridge`` (penalty ½ ridge |θ*|²) keeps θ finite.
     """
     moves = data.moves(_llm(data, llm))
     rate = moves["rate"].to_numpy(float)
@@ -658,6 +660,7 @@ def feature_least_action(
     theta_std = result.x
     grad = objective(theta_std)[1]
     v = z @ theta_std
+    runaway = _runaway(z[src] - z[dst], weight, v[src] - v[dst], kernel, ridge)
     feats = list(std.names)
     return FeatureLeastAction(
         theta=pd.Series(std.to_original(theta_std), index=feats, name="theta"),
@@ -667,9 +670,28 @@ def feature_least_action(
         converged=bool(np.max(np.abs(grad)) <= max(gtol, 1e-6) * max(1.0, weight.sum())),
         iterations=int(result.nit),
         gradient_max=float(np.max(np.abs(grad))),
+        runaway=runaway,
         dropped=std.dropped,
         settings={"kernel": kernel, "ridge": ridge, "features": describe_source(features)},
     )
+
+
+def _runaway(edge_z: np.ndarray, weight: np.ndarray, x: np.ndarray, kernel: str, ridge: float):
+    """True when the action is flat in some direction of θ* at the optimum: its curvature
+    there, relative to the curvature the same direction has with every move at x = 0 (where
+    K″ = 1/4 for both kernels), is below 1e-6 — the kernel has flattened because θ ran off
+    (or the direction changes no move at all)."""
+    reference = edge_z.T @ ((0.25 * weight)[:, None] * edge_z)
+    eig0 = np.linalg.eigvalsh(reference)
+    if eig0[0] <= 1e-12 * max(eig0[-1], 1e-300):
+        return True
+    curvature = kernel_values(x, kernel)[2] * weight
+    hessian = edge_z.T @ (curvature[:, None] * edge_z) + ridge * np.eye(edge_z.shape[1])
+    chol = np.linalg.cholesky(reference)
+    scaled = sla.solve_triangular(
+        chol, sla.solve_triangular(chol, hessian, lower=True).T, lower=True
+    )
+    return bool(np.linalg.eigvalsh(0.5 * (scaled + scaled.T))[0] < 1e-6)
 
 
 def _llm(data: Transitions, llm: str | None) -> str:
