@@ -422,17 +422,29 @@ def whitening(
     centre: np.ndarray,
     dense_limit: int = 600,
     low_rank: int = 16,
+    pairs_per_component: np.ndarray | None = None,
 ) -> Whitening:
-    """Build the whitening map from the Hessian (K × K, block-diagonal by component)."""
+    """Build the whitening map from the Hessian (K × K, block-diagonal by component).
+
+    A component is whitened exactly (dense triangular factor, n²/2 multiply-adds per
+    gradient) when it has at most `dense_limit` states and, if `pairs_per_component` is
+    given, when that costs no more than ~30 multiply-adds per pair (the price of the
+    exp/log1p a pair's likelihood needs); otherwise Jacobi + low rank.
+    """
     k = hessian.shape[0]
     sizes = np.bincount(component)
+    dense = sizes <= dense_limit
+    if pairs_per_component is not None:
+        dense &= sizes * (sizes + 1) / 2 <= 30 * np.maximum(pairs_per_component, 1)
+    # Sizes whitened densely are marked by a size that `dense` allows; others go low rank.
+    sizes_for_dense = np.where(dense, sizes, -1)
     rows, cols, values = [], [], []
     # Exact whitening of the small components, batched by component size.
     order = np.lexsort((np.arange(k), component))
     start = np.searchsorted(component[order], np.arange(len(sizes)))
     hess = hessian.tocsr()
-    for size in np.unique(sizes[sizes <= dense_limit]):
-        comps = np.flatnonzero(sizes == size)
+    for size in np.unique(sizes[dense]):
+        comps = np.flatnonzero(sizes_for_dense == size)
         idx = order[start[comps][:, None] + np.arange(size)]  # (G, size) state positions
         flat = idx.ravel()
         sub = hess[flat][:, flat].tocoo()
@@ -449,7 +461,7 @@ def whitening(
         values.append(inv_t[:, r, c].ravel())
     bases, coefs = [], []
     diag = hessian.diagonal()
-    for comp in np.flatnonzero(sizes > dense_limit):
+    for comp in np.flatnonzero(~dense):
         members = np.flatnonzero(component == comp)
         d = diag[members]
         rows.append(members)

@@ -95,8 +95,8 @@ class PairModel:
         return hash((type(self).__name__, self.config_json))
 
     # -- building ----------------------------------------------------------------------------
-    def prepare(self, data: Transitions, llm: str | None = None) -> PairData:
-        """Pair arrays, the MAP (numpy L-BFGS) and the whitening map; no PyMC yet."""
+    def prepare(self, data: Transitions, llm: str | None = None, whiten: bool = True) -> PairData:
+        """Pair arrays, the MAP (numpy L-BFGS) and (if `whiten`) the whitening map; no PyMC."""
         pairs = pair_data(data, llm)
         self.pairs = pairs
         self.density = PairDensity(pairs, self.model_config, self.nonequilibrium)
@@ -116,7 +116,9 @@ class PairModel:
         else:
             self.map_result = eq_density.find_map(eq_map.theta)
         self.eq_theta = eq_map.theta
-        if self.model_config["parameterization"] == "direct":
+        if not whiten:
+            self.whitening = None
+        elif self.model_config["parameterization"] == "direct":
             self.whitening = Whitening.identity(pairs.n_states)
         else:
             hessian = eq_density.v_hessian(eq_map.theta)
@@ -127,6 +129,7 @@ class PairModel:
                 centre,
                 int(self.model_config["dense_limit"]),
                 int(self.model_config["low_rank"]),
+                np.bincount(pairs.component[pairs.i], minlength=pairs.n_components),
             )
         return pairs
 

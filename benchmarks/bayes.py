@@ -1,0 +1,128 @@
+"""Benchmark of the Bayesian pair models against the straightforward PyMC formulation.
+
+Same run, same data, same machine: the straightforward model (V ~ Normal(0, 10) per state,
+``pm.Binomial`` on indexed V, nutpie) against ours (`EquilibriumModel`: vectorised logp in
+whitened coordinates V = V* + B z). Both are judged on what is identified: R-hat and ESS of V
+centred over the bounded states. Also: MAP + Laplace and ADVI at the same scale, the
+non-equilibrium model by NUTS, the peer matrix (251 states, exactly reversible), and MAP/ADVI
+at 10× scale. Times are wall clock including compilation; memory is the peak RSS.
+
+    python benchmarks/bayes.py            # paper scale (≈7,500 states, ≈50,000 transitions)
+    python benchmarks/bayes.py --quick    # a small smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import arviz as az  # noqa: E402
+import numpy as np  # noqa: E402
+import pymc as pm  # noqa: E402
+
+from detailed_balance.models import EquilibriumModel, NonEquilibriumModel  # noqa: E402
+from detailed_balance.models._pairs import pair_data  # noqa: E402
+from detailed_balance.sampling import fit  # noqa: E402
+from detailed_balance.simulation import load_peer_matrix, simulate, simulate_from_matrix  # noqa: E402
+
+PEER = Path(__file__).resolve().parents[1].parent / "shared" / "peer-data"
+
+
+def straightforward(data, draws: int, tune: int, chains: int, seed: int) -> tuple[float, float]:
+    """The baseline: pm.Binomial on indexed V with nutpie; returns (seconds, max R-hat)."""
+    pairs = pair_data(data)
+    start = time.perf_counter()
+    with pm.Model(coords={"state": pairs.states.astype(str)}):
+        v = pm.Normal("V", 0.0, 10.0, dims="state")
+        logit = pairs.offset + v[pairs.i] - v[pairs.j]
+        pm.Binomial("n_fg", n=pairs.trials, logit_p=logit, observed=pairs.n_fg)
+        tree = pm.sample(
+            draws, tune=tune, chains=chains, random_seed=seed, nuts_sampler="nutpie",
+            progressbar=False, compute_convergence_checks=False,
+        )  # fmt: skip
+    seconds = time.perf_counter() - start
+    raw = tree["posterior"]["V"].to_numpy()
+    centred = pairs.centre(raw)[..., pairs.bounded]
+    return seconds, _rhat(centred)
+
+
+def _rhat(values: np.ndarray) -> float:
+    """Max rank-normalised R-hat over the last axis of (chain, draw, k)."""
+    import xarray as xr
+
+    da = xr.DataArray(values, dims=("chain", "draw", "k"))
+    return float(az.rhat(da).max())
+
+
+def ours(data, method: str, model, draws: int, tune: int, chains: int, seed: int):
+    start = time.perf_counter()
+    result = fit(model, data, method, draws, tune, chains, seed, progressbar=False)
+    seconds = time.perf_counter() - start
+    v = result.posterior["posterior"]["V"]
+    bounded = result.posterior["constant_data"]["bounded"].to_numpy()
+    rhat = _rhat(v.to_numpy()[..., bounded]) if method == "nuts" and chains > 1 else float("nan")
+    stats = (
+        result.posterior["sample_stats"] if "sample_stats" in result.posterior.children else None
+    )
+    steps = (
+        float(stats["n_steps"].mean()) if stats is not None and "n_steps" in stats else float("nan")
+    )
+    return seconds, rhat, steps, result
+
+
+def describe(data) -> str:
+    pairs = pair_data(data)
+    return (
+        f"{data.n_states} states, {pairs.n_pairs} modelled pairs, "
+        f"{int(data.counts['count'].sum())} counted calls, {int(pairs.bounded.sum())} bounded"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--skip-baseline", action="store_true", help="skip the slow baseline")
+    args = parser.parse_args()
+    scale = (500, 3_500) if args.quick else (7_500, 50_000)
+    draws, tune, chains = (200, 200, 4) if args.quick else (1000, 1000, 4)
+    data = simulate(scale[0], scale[1], seed=1, spread=1.5).transitions
+    print(f"data: {describe(data)}")
+    rows = []
+    if not args.skip_baseline:
+        base_s, base_rhat = straightforward(data, draws, tune, chains, 1)
+        rows.append(("straightforward pm.Binomial, nutpie", base_s, base_rhat, float("nan")))
+    eq_s, eq_rhat, eq_steps, _ = ours(data, "nuts", EquilibriumModel(), draws, tune, chains, 1)
+    rows.append(("EquilibriumModel NUTS (whitened, nutpie)", eq_s, eq_rhat, eq_steps))
+    for method in ("map", "advi"):
+        s, *_ = ours(data, method, EquilibriumModel(), draws, tune, 1, 1)
+        rows.append((f"EquilibriumModel {method.upper()}", s, float("nan"), float("nan")))
+    s, r, st, _ = ours(data, "nuts", NonEquilibriumModel(), draws, tune, chains, 1)
+    rows.append(("NonEquilibriumModel NUTS", s, r, st))
+    peer_file = PEER / "deeptime_P_rev_251x251.dat"
+    if peer_file.is_file():
+        peer = simulate_from_matrix(load_peer_matrix(peer_file), 251 * 300, seed=2).transitions
+        print(f"peer: {describe(peer)}")
+        s, r, st, _ = ours(peer, "nuts", EquilibriumModel(), draws, tune, chains, 1)
+        rows.append(("peer matrix EquilibriumModel NUTS", s, r, st))
+    big = simulate(10 * scale[0], 10 * scale[1], seed=3, spread=1.5).transitions
+    print(f"10x: {describe(big)}")
+    for method in ("map", "advi"):
+        s, *_ = ours(big, method, EquilibriumModel(), draws, tune, 1, 1)
+        rows.append((f"10x EquilibriumModel {method.upper()}", s, float("nan"), float("nan")))
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'run':<{width}}  {'seconds':>8}  {'max R-hat':>9}  {'steps/draw':>10}")
+    for name, seconds, rhat, steps in rows:
+        print(f"{name:<{width}}  {seconds:8.1f}  {rhat:9.3f}  {steps:10.1f}")
+    if not args.skip_baseline:
+        print(f"\nspeed-up of our NUTS over the straightforward version: {base_s / eq_s:.2f}x")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(f"peak memory: {peak:.2f} GB; cores: {os.cpu_count()}")
+
+
+if __name__ == "__main__":
+    main()
