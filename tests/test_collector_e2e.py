@@ -59,17 +59,14 @@ def test_least_action_recovers_the_simulators_potential(run):
 
 @pytest.mark.slow
 def test_equilibrium_map_recovers_the_simulators_potential(run):
-    sampling = pytest.importorskip("detailed_balance.sampling")
-    if not hasattr(sampling, "fit"):
-        pytest.skip("detailed_balance.sampling.fit is not written yet")
     from detailed_balance.models.equilibrium import EquilibriumModel
+    from detailed_balance.sampling import fit
 
     sim, _, data, _ = run
     truth = sim.true_potential()
-    fitted = sampling.fit(EquilibriumModel(), data, method="map")
-    v = fitted.posterior["posterior"]["V"] if hasattr(fitted, "posterior") else fitted["V"]
-    v = v.mean([d for d in v.dims if d != "state"]) if len(v.dims) > 1 else v
-    potentials = v.to_series()
+    fitted = fit(EquilibriumModel(), data, method="map", seed=0, progressbar=False)
+    v = fitted.posterior["posterior"]["V"]
+    potentials = v.mean([d for d in v.dims if d != "state"]).to_series()
     states = _well_visited(data, truth, potentials)
     assert len(states) >= 35
     assert spearmanr(potentials[states], truth[states]).statistic >= 0.9
