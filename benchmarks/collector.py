@@ -6,9 +6,10 @@ Two transports, each at concurrency 64:
 * the loopback OpenAI-compatible server of the tests (``openai/…`` + ``api_base``).
 
 Baseline = bare ``litellm.acompletion`` calls with an ``asyncio.Semaphore(64)``, the same
-prompts, no agent, no parsing, no store. Harness overhead per call = (collector time − baseline
-time) / calls. The collector rows also show the store's fsync policy (synchronous=NORMAL, the
-default, vs FULL). Run: ``python benchmarks/collector.py [--calls 3000]``.
+prompts, no agent, no parsing, no store. Harness overhead per call = (collector CPU time −
+baseline CPU time) / calls, CPU time of the whole process (less sensitive than wall time to
+other work on a shared machine). The collector rows also show the store's fsync policy
+(synchronous=NORMAL, the default, vs FULL). Run: ``python benchmarks/collector.py [--calls 3000]``.
 """
 
 from __future__ import annotations
@@ -49,31 +50,65 @@ async def _bare(model: str, calls: int, **kwargs) -> None:
     await GLOBAL_LOGGING_WORKER.flush()  # litellm's deferred per-call logging, as the collector
 
 
-def bare_simulated(sim: SimulatedLLM, calls: int) -> float:
+class Timer:
+    """Wall time and CPU time of this process (all threads) over a block."""
+
+    @classmethod
+    def zero(cls) -> Timer:
+        timer = cls()
+        timer.wall = timer.cpu = 0.0
+        return timer
+
+    def __enter__(self) -> Timer:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def bare_simulated(sim: SimulatedLLM, calls: int) -> Timer:
     async def run() -> None:
         with sim.active():
             await _bare(sim.model, calls)
 
-    start = time.perf_counter()
-    asyncio.run(run())
-    return time.perf_counter() - start
+    with Timer() as timer:
+        asyncio.run(run())
+    return timer
 
 
-def bare_loopback(api_base: str, calls: int) -> float:
-    start = time.perf_counter()
-    asyncio.run(_bare("openai/bench", calls, api_base=api_base, api_key="sk-local-bench-0000"))
-    return time.perf_counter() - start
+def bare_loopback(api_base: str, calls: int) -> Timer:
+    with Timer() as timer:
+        asyncio.run(_bare("openai/bench", calls, api_base=api_base, api_key="sk-local-bench-0000"))
+    return timer
 
 
-def collector(model: str, calls: int, store: Path, fsync: str, **kwargs) -> float:
-    with RunStore(store, fsync=fsync) as run_store:
-        start = time.perf_counter()
+def collector(model: str, calls: int, store: Path, fsync: str, **kwargs) -> Timer:
+    with RunStore(store, fsync=fsync) as run_store, Timer() as timer:
         result = collect(
             "word100", model, calls, store=run_store, concurrency=CONCURRENCY, **kwargs
         )
-        elapsed = time.perf_counter() - start
     assert result.completed == calls, result
-    return elapsed
+    return timer
+
+
+def harness_only(sim: SimulatedLLM, calls: int, store: Path) -> Timer:
+    """The collector with `litellm.acompletion` replaced by a stub that builds the same
+    response object: what the harness itself (agent, policy, retries wrapper, parse, store,
+    progress) costs per call, without litellm's own work."""
+
+    async def stub(model, messages, **kwargs):
+        response = litellm.ModelResponse()
+        response.choices[0].message.content = sim.answer(messages, kwargs["metadata"]["call"])
+        response.usage = litellm.Usage(prompt_tokens=40, completion_tokens=3, total_tokens=43)
+        return response
+
+    real, litellm.acompletion = litellm.acompletion, stub
+    try:
+        return collector(sim.model, calls, store, "normal", simulator=sim)
+    finally:
+        litellm.acompletion = real
 
 
 def _fresh(folder: Path) -> Path:
@@ -86,7 +121,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs per row")
     args = parser.parse_args()
-    n, best = args.calls, lambda f: min(f() for _ in range(args.repeats))
+    n = args.calls
+
+    def best(run) -> Timer:
+        return min((run() for _ in range(args.repeats)), key=lambda t: t.wall)
+
     sim = SimulatedLLM.word100(states=40, seed=0, invalid_rate=0.05)
     register_price(sim.model)
     tmp = Path(tempfile.mkdtemp())
@@ -97,6 +136,8 @@ def main() -> None:
     for fsync in ("normal", "full"):
         t = best(lambda fsync=fsync: collector(sim.model, n, _fresh(tmp), fsync, simulator=sim))
         rows.append(("simulated", f"collector, store synchronous={fsync.upper()}", t, t_bare))
+    t = best(lambda: harness_only(sim, n, _fresh(tmp)))
+    rows.append(("none (stub)", "collector with litellm.acompletion stubbed out", t, None))
     with FaultServer(["ok"]) as server:
         bare_loopback(server.api_base, 200)
         t_loop = best(lambda: bare_loopback(server.api_base, n))
@@ -106,11 +147,14 @@ def main() -> None:
         rows.append(("loopback", "collector, store synchronous=NORMAL", t, t_loop))
     print(f"\n{n} calls per row (best of {args.repeats}), concurrency {CONCURRENCY}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
-    print("| transport | what | calls/s | time vs baseline | harness overhead per call |")
-    print("|---|---|---|---|---|")
+    print("| transport | what | calls/s (wall) | wall vs baseline | CPU ms per call | "
+          "harness CPU overhead per call |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     for transport, what, t, base in rows:
-        overhead = (t - base) / n * 1e3
-        print(f"| {transport} | {what} | {n / t:.0f} | {t / base:.2f}× | {overhead:+.2f} ms |")
+        base = base or Timer.zero()
+        cpu, overhead = t.cpu / n * 1e3, (t.cpu - base.cpu) / n * 1e3
+        print(f"| {transport} | {what} | {n / t.wall:.0f} | {t.wall / base.wall if base.wall else 0:.2f}× | "
+              f"{cpu:.2f} | {overhead:+.2f} ms |")  # fmt: skip
 
 
 if __name__ == "__main__":

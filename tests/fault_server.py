@@ -14,6 +14,7 @@ numbers, so a test knows exactly what happened:
 ``auth``        401 whose body echoes the Authorization header (a hostile server: the key
                 must still never reach our store, logs or errors)
 ``echo500``     500 whose body echoes the Authorization header
+``echoanswer``  a normal answer whose content is the Authorization header
 
 Requests loop only over loopback, are bounded in number by the tests, and the server stops
 with `stop()` (or the context manager).
@@ -144,6 +145,8 @@ class FaultServer:
                 if action == "hang":
                     time.sleep(server.hang_seconds)
                 content = "" if action == "empty" else server._answer(body)
+                if action == "echoanswer":
+                    content = auth
                 reply = {
                     "id": f"chatcmpl-{server.requests}",
                     "object": "chat.completion",

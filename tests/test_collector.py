@@ -283,8 +283,9 @@ def test_key_never_leaks(tmp_path, monkeypatch, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     progress = io.StringIO()
     store_path = tmp_path / "leak.db"
-    # The server echoes the Authorization header in 500 bodies, then refuses the key (401).
-    schedule = ["echo500"] * 6 + ["ok"] * 20 + ["auth"] * 100
+    # The server echoes the Authorization header in 500 bodies and in answers, then refuses the
+    # key (401).
+    schedule = ["echo500"] * 6 + ["ok", "echoanswer"] * 10 + ["auth"] * 100
     with FaultServer(schedule) as server, pytest.raises(AuthenticationFailed) as caught:
         collect("word100", "openai/leaky", 200, store=store_path, api_base=server.api_base,
                 run_id="leak", progress=progress, backoff=0.001, retries=2, concurrency=2)  # fmt: skip
@@ -292,7 +293,8 @@ def test_key_never_leaks(tmp_path, monkeypatch, caplog, capsys):
     message = str(caught.value)
     assert "authentication failed" in message and "OPENAI_API_KEY" in message
     dump = "\n".join(sqlite3.connect(store_path).iterdump())
-    assert "echo500" not in dump and "[REDACTED]" in dump  # echoed bodies were stored redacted
+    # Echoed error bodies and an answer that echoes the key were stored redacted.
+    assert dump.count("[REDACTED]") >= 2 + 10
     out, err = capsys.readouterr()
     for name, text in [("exception", message + repr(caught.value)), ("store", dump),
                        ("progress", progress.getvalue()), ("logs", caplog.text),

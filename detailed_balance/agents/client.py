@@ -49,6 +49,16 @@ def redact(text: object, extra: tuple[str, ...] = ()) -> str:
     return _SECRET_SHAPES.sub(REDACTED, out)
 
 
+def redact_known(text: str | None, secrets: list[str]) -> str | None:
+    """Fast `redact` for per-call use: `secrets` from `secret_values()` computed once."""
+    if not text:
+        return text
+    for value in secrets:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return _SECRET_SHAPES.sub(REDACTED, text) if ("sk-" in text or "Bearer" in text) else text
+
+
 class AuthenticationFailed(Exception):
     """The provider refused the credentials; the message is already redacted."""
 

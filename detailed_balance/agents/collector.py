@@ -208,6 +208,7 @@ async def _collect(
     pending = deque(store.pending_calls(run_id, total).tolist())
     done_before = total - len(pending)
     spent = store.previous_attempts(run_id)
+    secrets = client.secret_values((api_key,) if api_key else ())
     picker = SourcePicker(
         agent, store.found_states(run_id), store.last_targets(run_id, opts.concurrency)
     )
@@ -233,6 +234,7 @@ async def _collect(
                 timeout=opts.timeout, api_base=opts.api_base, api_key=api_key, limiter=limiter,
                 extra=extra, first_attempt=spent.get(call_id, 0),
             )  # fmt: skip
+            outcome.text = client.redact_known(outcome.text, secrets)
             _record(store, run_id, call_id, llm, agent, source, outcome, picker, walker, stats)
             if stats.errors_in_row >= opts.max_errors_in_row:
                 state["stop"] = "too many errors"
