@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     except KeyboardInterrupt:
         runs = store.runs()
+        if args.run_id:
+            runs = runs[runs["run_id"] == args.run_id]
         latest = runs.iloc[-1] if len(runs) else None
         if latest is not None:
             print(
