@@ -352,10 +352,11 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path):
     assert 100 <= stored < 600
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
-    out = subprocess.run([*cmd, "--resume", "--quiet"], env=env, capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "600/600 calls answered" in out.stdout
+    # Resume in-process (same run, same simulator settings as the CLI defaults).
+    sim = SimulatedLLM.word100(states=40, seed=0, invalid_rate=0.05,
+                               faults=Faults(latency=0.01))  # fmt: skip
+    result = collect("word100", sim.model, 600, store=db, run_id="i", resume=True, simulator=sim)
+    assert result.completed == 600 and result.new_calls == 600 - stored
     with sqlite3.connect(db) as con:
         ids = sorted(r[0] for r in con.execute("SELECT call_id FROM calls"))
     assert ids == list(range(600))

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detailed_balance.agents import RunStore, StoreError
+from detailed_balance.agents import Faults, RunStore, SimulatedLLM, StoreError, collect
 from detailed_balance.agents.store import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,11 +214,11 @@ def test_kill_minus_9_then_resume_gives_exactly_n_calls(tmp_path):
     proc.wait(timeout=30)
     killed_at = _count(db)
     assert 0 < killed_at < n, "the run must be killed mid-way"
-    out = subprocess.run([sys.executable, str(script), str(db), str(n)], env=env,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    done, new = map(int, out.stdout.split()[-2:])
-    assert done == n and new == n - killed_at
+    # Resume in this process with the same settings as the killed one.
+    sim = SimulatedLLM.word100(states=20, seed=3, faults=Faults(latency=0.002))
+    result = collect("word100", sim.model, n, store=db, run_id="k", resume=True, simulator=sim,
+                     concurrency=16, seed=3)  # fmt: skip
+    assert result.completed == n and result.new_calls == n - killed_at
     with sqlite3.connect(db) as con:
         ids = np.array([r[0] for r in con.execute("SELECT call_id FROM calls WHERE run_id='k'")])
     assert len(ids) == n and np.array_equal(np.sort(ids), np.arange(n))  # none lost, none twice
