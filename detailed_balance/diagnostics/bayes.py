@@ -552,8 +552,12 @@ def bayes_verdict(
     converged = True
     conv = {}
     if check_convergence:
+        # Judge each fit on what the verdict uses: V (PPCs, downhill) from the equilibrium
+        # fit; loop affinities and τ_A from the non-equilibrium one, whose V mixes slowly
+        # along the V/A ridge (A's gradient part trades with V) without touching loops.
+        uses = {"equilibrium": ("V", "scalars"), "nonequilibrium": ("loop_affinity", "scalars")}
         for name, res in (("equilibrium", eq_result), ("nonequilibrium", neq_result)):
-            report = convergence(res)
+            report = convergence(res, include=uses[name])
             conv[name] = report.to_dict()
             if report.applicable and _badly_unconverged(report):
                 converged = False
@@ -686,13 +690,15 @@ def bayes_from_files(
         raise FitError("give --posterior once or twice (an equilibrium and/or a non-eq fit).")
     fits: dict[str, Any] = {}
     for path in paths:
-        fitted = load_fit(path)
-        stored = as_tree(fitted).attrs.get("data_hash")
-        if data is not None and stored and stored != data.data_hash():
+        try:
+            fitted = load_fit(path)
+        except ValueError as exc:  # FitFileError: not a fit, damaged, wrong model
+            raise FitError(str(exc)) from None
+        if data is not None and not _same_data(data, fitted):
             raise FitError(
-                f"{path} was fitted to different data than the DATA given (data hash "
-                f"{str(stored)[:12]}… vs {data.data_hash()[:12]}…); pass the transitions and "
-                f"visits the fit was made from, or refit with `detailed-balance fit`."
+                f"{path} was fitted to different data than the DATA given (their counts or "
+                f"visits differ); pass the transitions and visits the fit was made from "
+                f"(same --visits/--llm), or refit with `detailed-balance fit`."
             )
         name = _model_name(fitted)
         if name in fits:
@@ -711,6 +717,20 @@ def bayes_from_files(
         ci=ci,
         return_verdict=True,
     )
+
+
+def _same_data(data: Any, fitted: Any) -> bool:
+    """True when DATA holds the same counts and visits as the fit, for the LLM it fitted."""
+    stored = getattr(fitted, "data", None)
+    if stored is None:
+        return True  # a bare DataTree: nothing to compare against
+    if data.data_hash() == stored.data_hash():
+        return True
+    llm = as_tree(fitted).attrs.get("llm")
+    try:
+        return bool(llm) and data.select(llm).data_hash() == stored.select(llm).data_hash()
+    except ValueError:  # DataError: that LLM is not in DATA
+        return False
 
 
 def _fit_data(result: Any) -> Any:

@@ -19,6 +19,7 @@ for MCMC diagnostics to check, and the report says so instead of inventing numbe
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,16 +120,24 @@ def _finite_min(values: pd.Series) -> float | None:
     return float(v.min()) if len(v) else None
 
 
-def identified_quantities(result: Any) -> xr.Dataset:
+QUANTITIES = ("V", "loop_affinity", "scalars")
+
+
+def identified_quantities(result: Any, include: Iterable[str] = QUANTITIES) -> xr.Dataset:
     """Identified draws: V of bounded states centred per piece, loop affinities, scalars.
 
-    Returns a Dataset with dims (chain, draw[, state | cycle]) that ArviZ functions accept.
+    `include` picks among ``"V"``, ``"loop_affinity"`` and ``"scalars"``. Returns a Dataset
+    with dims (chain, draw[, state | cycle]) that ArviZ functions accept.
     """
+    include = set(include)
+    unknown = include - set(QUANTITIES)
+    if unknown:
+        raise ValueError(f"unknown quantities {sorted(unknown)}; use {', '.join(QUANTITIES)}.")
     fit = fit_arrays(result)
     post = fit.tree["posterior"]
     out: dict[str, xr.DataArray] = {}
     labels, _ = fit.strong_components()
-    bounded = fit.bounded()
+    bounded = fit.bounded() if "V" in include else np.zeros(len(fit.states), dtype=bool)
     if bounded.any():
         v = post["V"].transpose("chain", "draw", "state").values[..., bounded]
         _, lab = np.unique(labels[bounded], return_inverse=True)
@@ -138,13 +147,13 @@ def identified_quantities(result: Any) -> xr.Dataset:
             dims=("chain", "draw", "state"),
             coords={"state": np.asarray(fit.states)[bounded]},
         )
-    affinity = fit.loop_affinity()
+    affinity = fit.loop_affinity() if "loop_affinity" in include else None
     if affinity is not None and affinity.shape[1]:
         out["loop_affinity"] = xr.DataArray(
             affinity.reshape(fit.n_chains, fit.n_draws, -1), dims=("chain", "draw", "cycle")
         )
     for name, da in post.data_vars.items():
-        if set(da.dims) == {"chain", "draw"}:
+        if "scalars" in include and set(da.dims) == {"chain", "draw"}:
             out[str(name)] = da.transpose("chain", "draw")
     return xr.Dataset(out)
 
@@ -180,18 +189,20 @@ def convergence(
     ess_per_chain: float = ESS_PER_CHAIN,
     bfmi_min: float = BFMI_MIN,
     warn: bool = True,
+    include: Iterable[str] = QUANTITIES,
 ) -> ConvergenceReport:
     """R-hat, bulk/tail ESS, divergences, tree depth and E-BFMI of identified quantities.
 
     Emits a `ConvergenceWarning` for each problem when `warn` (the default), so a script that
-    ignores the report still hears about it.
+    ignores the report still hears about it. `include` restricts R-hat/ESS to some of
+    ``"V"``, ``"loop_affinity"``, ``"scalars"`` (e.g. what a verdict relies on).
     """
     fit = fit_arrays(result)
     method = fit.method
     if method not in MCMC_METHODS:
         empty = pd.DataFrame(columns=["quantity", "rhat", "ess_bulk", "ess_tail"])
         return ConvergenceReport(method, fit.n_chains, fit.n_draws, empty, applicable=False)
-    ds = identified_quantities(fit.tree)
+    ds = identified_quantities(fit.tree, include)
     table = (
         _table(ds)
         if fit.n_draws >= 4
