@@ -13,7 +13,9 @@ state, `INVALID` by default, and keep their reason.
 from __future__ import annotations
 
 import importlib
+import os
 import random
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -95,6 +97,19 @@ class SourcePicker:
             self.chains.pop(walker, None)
 
 
+def _import_from_cwd(module_name: str):
+    """Import a module, also looking in the working directory (console scripts do not put it
+    on sys.path, unlike ``python -m``), as ``uvicorn module:app`` does."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        cwd = os.getcwd()
+        if cwd in sys.path:
+            raise
+        sys.path.insert(0, cwd)
+        return importlib.import_module(module_name)
+
+
 def load_agent(spec: str | Agent, **options) -> Agent:
     """An agent from a name (``word100``, ``symreg``) or ``module:object``.
 
@@ -114,7 +129,7 @@ def load_agent(spec: str | Agent, **options) -> Agent:
         )
     module_name, _, attr = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_from_cwd(module_name)
     except ModuleNotFoundError as exc:
         raise ValueError(
             f"agent {spec!r}: cannot import module {module_name!r} ({exc}); run from the "
