@@ -44,7 +44,7 @@ import pytensor.tensor as pt
 import scipy.linalg as sla
 import scipy.sparse.linalg as spla
 import xarray as xr
-from scipy.optimize import minimize, minimize_scalar
+from scipy.optimize import brentq, minimize
 from scipy.special import expit
 
 from detailed_balance.data import DataError, Transitions
@@ -55,7 +55,7 @@ from detailed_balance.features import (
     resolve_features,
 )
 
-from ._density import SpdSolver, incidence, laplacian, softplus, whitening
+from ._density import block_pcg, incidence, laplacian, softplus, whitening
 from ._pairs import PairData, pair_data
 from .equilibrium import MODELS, PairModel, _check_choice
 from .least_action import kernel_values
@@ -139,7 +139,7 @@ class FeatureDensity:
         phi[-1] = log_sigma
         value, grad = self.neg_logp_grad(phi)
         for _ in range(max_steps):
-            lap = self.laplace(phi, with_logdet=False)
+            lap = self.laplace(phi)
             step = self.newton_step(lap, grad)
             decrement = -float(step @ grad[:-1])
             if decrement < 1e-10:
@@ -166,94 +166,179 @@ class FeatureDensity:
         d_theta = sla.cho_solve((lap.schur_chol, True), -g_t - dz.T @ y)
         return np.concatenate([-y + lap.regression @ d_theta, d_theta])
 
-    def marginal(self, log_sigma: float, start: np.ndarray | None = None):
-        """−log p(log σ_ε | data) up to a constant, by Laplace over (V, θ*): the value, the
-        conditional mode φ and its `Laplace` factors."""
-        phi = self.conditional_mode(log_sigma, start)
-        lap = self.laplace(phi)
-        value = self.neg_logp_grad(phi)[0] + 0.5 * lap.logdet
-        return value, phi, lap
-
-    def find_map(self) -> tuple[np.ndarray, Laplace]:
-        """The mode of log σ_ε's Laplace-marginal posterior and the conditional mode of (V, θ*)
-        there. (The joint mode is useless here: the density grows without bound as σ_ε → 0
-        with V = z·θ* exactly, the funnel of every hierarchical model.)"""
-        cache: dict[float, tuple] = {}
-        warm = [None]
-
-        def objective(log_sigma: float) -> float:
-            value, phi, lap = self.marginal(float(log_sigma), warm[0])
-            warm[0] = phi
-            cache[float(log_sigma)] = (value, phi, lap)
-            return value
-
-        upper = math.log(10.0 * self.sigma_scale)
-        result = minimize_scalar(
-            objective, bounds=(math.log(1e-3), upper), method="bounded", options={"xatol": 1e-3}
-        )
-        best = float(result.x)
-        value, phi, lap = cache.get(best) or self.marginal(best, warm[0])
-        step = 0.05
-        lo = self.marginal(best - step, phi)[0]
-        hi = self.marginal(best + step, phi)[0]
-        lap.log_sigma_curvature = max((lo - 2 * value + hi) / step**2, 1.0)
-        return phi, lap
-
-    def sigma_grid(
-        self, phi: np.ndarray, lap: Laplace, nodes: tuple[float, ...] = (-2, -1, 0, 1, 2)
-    ) -> list[GridPoint]:
-        """Quadrature over log σ_ε (INLA's grid strategy): points at the mode ± whole marginal
-        sds, weighted by their Laplace-marginal density, each with its own conditional mode
-        and factors. θ's spread then includes the uncertainty of the pooling scale."""
-        best = float(phi[-1])
-        sd = 1.0 / math.sqrt(lap.log_sigma_curvature)
-        centre = self.neg_logp_grad(phi)[0] + 0.5 * lap.logdet
-        points = []
-        for t in nodes:
-            if t == 0:
-                value, phi_t, lap_t = centre, phi, lap
-            else:
-                value, phi_t, lap_t = self.marginal(best + t * sd, phi)
-            points.append(GridPoint(best + t * sd, value - centre, phi_t, lap_t, sd))
-        weights = np.exp(-np.array([p.weight for p in points]))
-        weights /= weights.sum()
-        for point, weight in zip(points, weights, strict=True):
-            point.weight = float(weight)
-        return points
-
-    def laplace(self, phi: np.ndarray, with_logdet: bool = True) -> Laplace:
-        """The Gaussian approximation at φ (a MAP): factors for draws and for whitening."""
+    def laplace(self, phi: np.ndarray) -> Laplace:
+        """The Gaussian approximation at φ (a conditional mode): A_VV = L_w + D, C = A_VV⁻¹ D Z
+        and the Cholesky factor of the Schur complement S (θ*'s marginal precision)."""
         pairs = self.pairs
         v, theta, sigma = self.split(phi)
         x = self.offset + v[pairs.i] - v[pairs.j]
         p = expit(x)
         w = self.trials * p * (1 - p)
-        eps = v - self.z @ theta
-        h = self.eps_curvature(eps, sigma)
+        h = self.eps_curvature(v - self.z @ theta, sigma)
         a_vv = laplacian(pairs.i, pairs.j, w, self.k, h)
-        solver = SpdSolver(a_vv)
+        solver = Solver(a_vv)
         dz = h[:, None] * self.z
         c = np.asarray(solver.solve(dz)).reshape(self.k, self.f)
         schur = self.z.T @ dz - dz.T @ c + np.eye(self.f) / self.theta_scale**2
-        schur = 0.5 * (schur + schur.T)
-        chol = np.linalg.cholesky(schur)
-        logdet = (
-            _logdet(solver) + 2.0 * float(np.sum(np.log(np.diag(chol)))) if with_logdet else 0.0
+        chol = np.linalg.cholesky(0.5 * (schur + schur.T))
+        return Laplace(phi, w, h, a_vv, solver, c, chol)
+
+    def gaussian_draws(
+        self, lap: Laplace, noise: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Centred draws (δV (K × R), δθ* (F × R)) of N(0, A⁻¹) from standard normals
+        ``(u (F × R), ξ (P × R), η (K × R))``: δθ* = L_S⁻ᵀ u, δV = A_VV⁻¹ b + C δθ* with
+        b = Eᵀ √w ξ + √D η ~ N(0, A_VV) (perturb-then-solve)."""
+        u, xi, eta = noise
+        pairs = self.pairs
+        d_theta = sla.solve_triangular(lap.schur_chol.T, u, lower=False)
+        e = incidence(pairs.i, pairs.j, self.k)
+        rhs = e.T @ (np.sqrt(lap.weights)[:, None] * xi) + np.sqrt(lap.eps_h)[:, None] * eta
+        d_v = np.asarray(lap.solver.solve(np.asarray(rhs))).reshape(self.k, -1)
+        return d_v + lap.regression @ d_theta, d_theta
+
+    def noise(self, draws: int, rng: np.random.Generator) -> tuple:
+        return (
+            rng.standard_normal((self.f, draws)),
+            rng.standard_normal((self.pairs.n_pairs, draws)),
+            rng.standard_normal((self.k, draws)),
         )
-        return Laplace(phi, w, h, a_vv, solver, c, chol, logdet)
+
+    def fixed_noise(self, draws: int = 128) -> tuple:
+        """Standard normals drawn once (seed 0): common random numbers for the σ_ε score and
+        the mean correction, so the `map` method is deterministic given its seed."""
+        if getattr(self, "_noise", None) is None:
+            self._noise = self.noise(draws, np.random.default_rng(0))
+        return self._noise
+
+    def sigma_score(self, log_sigma: float, start: np.ndarray | None, noise: tuple):
+        """d/d log σ of −log p(log σ_ε | data) (Laplace over (V, θ*)), with the conditional mode
+        and factors there. By the envelope theorem it is ∂U/∂log σ at the conditional mode plus
+        ½ tr(A⁻¹ ∂A/∂log σ) = ½ Σ_f ∂D_f/∂log σ · Var(ε_f), the variances estimated from
+        Gaussian draws with fixed `noise` (common random numbers keep the score smooth in σ;
+        no determinant, so no sparse factorisation is needed at any size)."""
+        phi = self.conditional_mode(log_sigma, start)
+        lap = self.laplace(phi)
+        d_v, d_theta = self.gaussian_draws(lap, noise)
+        var_eps = np.mean((d_v - self.z @ d_theta) ** 2, axis=1)
+        pairs = self.pairs
+        var_x = np.mean((d_v[pairs.i] - d_v[pairs.j]) ** 2, axis=1)
+        v, theta, sigma = self.split(phi)
+        eps = v - self.z @ theta
+        step = 1e-4
+        dh = (
+            self.eps_curvature(eps, sigma * math.exp(step))
+            - self.eps_curvature(eps, sigma * math.exp(-step))
+        ) / (2 * step)
+        # The mode moves with σ (dφ̂/dlog σ = −A⁻¹ ∂²U/∂φ∂log σ), and the pair curvatures
+        # w_p = m p (1 − p) move with it: ½ Σ_p w′_p Var(x_p) dx̂_p/dlog σ.
+        cross = dh * eps
+        dphi = self.newton_step(lap, np.concatenate([cross, -(self.z.T @ cross), [0.0]]))
+        p = expit(self.offset + v[pairs.i] - v[pairs.j])
+        dw = lap.weights * (1 - 2 * p)
+        dx = dphi[pairs.i] - dphi[pairs.j]
+        score = (
+            self.neg_logp_grad(phi)[1][-1]
+            + 0.5 * float(dh @ var_eps)
+            + 0.5 * float(np.sum(dw * var_x * dx))
+        )
+        return score, phi, lap
+
+    def find_map(self) -> tuple[np.ndarray, Laplace]:
+        """The mode of log σ_ε's Laplace-marginal posterior (a root of `sigma_score`) and the
+        conditional mode of (V, θ*) there, with the marginal's curvature in log σ_ε. (The joint
+        mode is useless here: the density grows without bound as σ_ε → 0 with V = z·θ*
+        exactly, the funnel of every hierarchical model.)"""
+        noise = self.fixed_noise()
+        warm: list[np.ndarray | None] = [None]
+        cache: dict[float, tuple] = {}
+
+        def score(log_sigma: float) -> float:
+            if float(log_sigma) in cache:
+                return cache[float(log_sigma)][0]
+            value, phi, lap = self.sigma_score(float(log_sigma), warm[0], noise)
+            warm[0] = phi
+            cache[float(log_sigma)] = (value, phi, lap)
+            return value
+
+        # Bracket the root by unit steps in log σ from σ = 1 kT: the score is increasing, and
+        # extreme σ (where its Monte Carlo trace term is noisier than the score) is avoided.
+        lo_limit, hi_limit = math.log(1e-3), math.log(10.0 * self.sigma_scale)
+        lo = hi = 0.0
+        if score(0.0) > 0:
+            while lo > lo_limit and score(lo - 1.0) > 0:
+                lo -= 1.0
+            lo, hi = max(lo - 1.0, lo_limit), lo
+        else:
+            while hi < hi_limit and score(hi + 1.0) < 0:
+                hi += 1.0
+            lo, hi = hi, min(hi + 1.0, hi_limit)
+        if (score(lo) > 0) == (score(hi) > 0):  # no sign change inside the limits
+            best = lo if score(lo) > 0 else hi
+        else:
+            best = float(brentq(score, lo, hi, xtol=2e-3))
+        _, phi, lap = cache.get(best) or self.sigma_score(best, warm[0], noise)
+        step = 0.05
+        g_hi = self.sigma_score(best + step, phi, noise)[0]
+        g_lo = self.sigma_score(best - step, phi, noise)[0]
+        lap.log_sigma_curvature = max((g_hi - g_lo) / (2 * step), 1.0)
+        return phi, lap
+
+    def sigma_grid(
+        self, phi: np.ndarray, lap: Laplace, nodes: tuple[int, ...] = (-2, -1, 0, 1, 2)
+    ) -> list[GridPoint]:
+        """Quadrature over log σ_ε (INLA's grid strategy): nodes at the mode ± whole marginal
+        sds, weighted by the Laplace-marginal density (its log-differences integrated from the
+        score by the trapezoid rule), each with its own conditional mode and factors. θ's
+        spread then includes the uncertainty of the pooling scale."""
+        best = float(phi[-1])
+        sd = 1.0 / math.sqrt(lap.log_sigma_curvature)
+        noise = self.fixed_noise()
+        points = {0: GridPoint(best, 0.0, phi, lap, sd)}
+        scores = {0: 0.0}
+        for direction in (1, -1):
+            for t in range(1, max(abs(n) for n in nodes) + 1):
+                prev = points[direction * (t - 1)]
+                g, phi_t, lap_t = self.sigma_score(best + direction * t * sd, prev.phi, noise)
+                scores[direction * t] = g
+                # log p(s) − log p(ŝ) = −∫ score ds from ŝ (trapezoid), signed by direction
+                log_drop = prev.weight - direction * 0.5 * sd * (scores[direction * (t - 1)] + g)
+                points[direction * t] = GridPoint(
+                    best + direction * t * sd, log_drop, phi_t, lap_t, sd
+                )
+        chosen = [points[t] for t in nodes]
+        weights = np.exp(np.array([p.weight for p in chosen]))
+        weights /= weights.sum()
+        for point, weight in zip(chosen, weights, strict=True):
+            point.weight = float(weight)
+        return chosen
 
 
-def _logdet(solver: SpdSolver) -> float:
-    """log det of the SPD matrix of `solver` from its sparse LU (U's diagonal; L is unit)."""
-    lu = solver.lu
-    if lu is None:  # the solver chose CG for size; the determinant still needs a factor
-        lu = spla.splu(
-            solver.matrix,
-            permc_spec="MMD_AT_PLUS_A",
-            diag_pivot_thresh=0.0,
-            options={"SymmetricMode": True},
-        )
-    return float(np.sum(np.log(np.abs(lu.U.diagonal()))))
+class Solver:
+    """Solves A_VV X = B for the SPD A_VV = L_w + D: a sparse LU up to `lu_limit` states
+    (exact and instant there), block conjugate gradients with a Jacobi preconditioner above
+    (the diagonal D keeps A_VV well conditioned, and a random graph's factor fills in badly:
+    at 7,400 states one LU costs seconds, a CG solve milliseconds)."""
+
+    def __init__(self, matrix, lu_limit: int = 3000, tol: float = 1e-10) -> None:
+        self.matrix = matrix.tocsc()
+        self.tol = tol
+        self.inv_diag = 1.0 / self.matrix.diagonal()
+        self.lu = None
+        if matrix.shape[0] <= lu_limit:
+            self.lu = spla.splu(
+                self.matrix,
+                permc_spec="MMD_AT_PLUS_A",
+                diag_pivot_thresh=0.0,
+                options={"SymmetricMode": True},
+            )
+        else:
+            self.csr = self.matrix.tocsr()
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        if self.lu is not None:
+            return self.lu.solve(np.asarray(rhs, dtype=float))
+        return block_pcg(self.csr, np.asarray(rhs, dtype=float), self.inv_diag, self.tol, 100_000)
 
 
 @dataclass
@@ -275,10 +360,9 @@ class Laplace:
     weights: np.ndarray  # w_p per pair
     eps_h: np.ndarray  # D: prior curvature of ε per state
     a_vv: Any  # sparse L_w + D
-    solver: SpdSolver
+    solver: Solver
     regression: np.ndarray  # C = A_VV⁻¹ D Z  (K × F)
     schur_chol: np.ndarray  # L with S = L Lᵀ
-    logdet: float  # log det of the (V, θ*) precision
     log_sigma_curvature: float = 1.0  # of −log p(log σ_ε | data) at its mode
 
 
@@ -354,8 +438,9 @@ class FeaturePotentialModel(PairModel):
         return f"FeaturePotentialModel(features={self.model_config['features']!r})"
 
     # -- building ------------------------------------------------------------------------------
-    def prepare(self, data: Transitions, llm: str | None = None) -> PairData:
-        """Pairs, features (standardised), the MAP and its Laplace factors; no PyMC yet."""
+    def prepare(self, data: Transitions, llm: str | None = None, whiten: bool = True) -> PairData:
+        """Pairs, features (standardised), the MAP and its Laplace factors; no PyMC yet (the
+        whitening is built by `build_model`, so `whiten` changes nothing here)."""
         pairs = pair_data(data, llm)
         table = resolve_features(self.features_source, pairs.states.astype(str))
         standardiser = Standardiser.fit(table)
@@ -389,6 +474,9 @@ class FeaturePotentialModel(PairModel):
         k, f = dens.k, dens.f
         v_hat, theta_hat, sigma_hat = dens.split(self.map_result)
         with pm.Model(coords=self.coords(pairs)) as model:
+            sigma = pm.HalfNormal(
+                "sigma_eps", sigma=float(self.model_config["sigma_eps_scale"]), initval=sigma_hat
+            )
             if self.whitening is None:  # direct: the plain formulation
                 theta = pm.Flat("theta_raw", dims="feature")
                 v_raw = pm.Flat("V_raw", dims="latent")
@@ -397,13 +485,17 @@ class FeaturePotentialModel(PairModel):
                 theta = theta_hat + pt.dot(sla.solve_triangular(lap.schur_chol.T, np.eye(f)), u)
                 z = pm.Flat("V_white", dims="latent")
                 white = self.whitening
-                v_raw = white.centre + pt.zeros(k)[white.rows].inc(white.values * z[white.cols])
+                dev = pt.zeros(k)[white.rows].inc(white.values * z[white.cols])
                 if len(white.coef):
-                    v_raw = v_raw + pt.dot(white.basis, white.coef * pt.dot(white.basis_in.T, z))
-                v_raw = v_raw + pt.dot(lap.regression, theta - theta_hat)
-            sigma = pm.HalfNormal(
-                "sigma_eps", sigma=float(self.model_config["sigma_eps_scale"]), initval=sigma_hat
-            )
+                    dev = dev + pt.dot(white.basis, white.coef * pt.dot(white.basis_in.T, z))
+                # Partial non-centring: a state whose V the counts barely pin (prior share
+                # α_f = D_f / (L_w,ff + D_f) near 1) has a deviation that scales with σ_ε, so
+                # its whitened coordinate is scaled by (σ_ε/σ̂)^α_f; the Jacobian goes below.
+                # Without it σ_ε and those V form a funnel (E-BFMI 0.08 at 7 calls per state).
+                alpha = lap.eps_h / lap.a_vv.diagonal()
+                scale = pt.exp(alpha * (pt.log(sigma) - np.log(sigma_hat)))
+                v_raw = white.centre + scale * dev + pt.dot(lap.regression, theta - theta_hat)
+                pm.Potential("jacobian", float(alpha.sum()) * pt.log(sigma))
             pm.Potential("theta_prior", -0.5 * pt.sum(theta**2) / dens.theta_scale**2)
             fitted = pt.dot(dens.z, theta)
             eps = v_raw - fitted
@@ -466,18 +558,13 @@ class FeaturePotentialModel(PairModel):
         return self.derived(v[order], theta[order], np.exp(log_sigma[order]))
 
     def _node_draws(self, point: GridPoint, draws: int, rng: np.random.Generator):
-        dens, pairs, lap = self.density, self.pairs, point.laplace
+        dens, lap = self.density, point.laplace
         v_hat, theta_hat, _ = dens.split(point.phi)
-        u = rng.standard_normal((dens.f, draws))
-        d_theta = sla.solve_triangular(lap.schur_chol.T, u, lower=False)
-        e = incidence(pairs.i, pairs.j, dens.k)
-        rhs = e.T @ (np.sqrt(lap.weights)[:, None] * rng.standard_normal((pairs.n_pairs, draws)))
-        rhs = rhs + np.sqrt(lap.eps_h)[:, None] * rng.standard_normal((dens.k, draws))
-        d_v = np.asarray(lap.solver.solve(np.asarray(rhs))).reshape(dens.k, draws)
-        d_v = d_v + lap.regression @ d_theta
+        d_v, d_theta = dens.gaussian_draws(lap, dens.noise(draws, rng))
         shift = np.zeros(dens.k + dens.f)
-        if self.model_config["mean_correction"] and draws > 1:
-            shift = self.mean_shift(d_v, point.phi, lap)
+        if self.model_config["mean_correction"]:
+            # Var x from the fixed 128-draw noise, not from this node's (maybe few) draws.
+            shift = self.mean_shift(dens.gaussian_draws(lap, dens.fixed_noise())[0], point.phi, lap)
         theta = (theta_hat + shift[dens.k :])[:, None] + d_theta
         v = (v_hat + shift[: dens.k])[:, None] + d_v
         jitter = (rng.random(draws) - 0.5) * point.spacing
