@@ -7,6 +7,7 @@ diagnostics without running a sampler; `test_calibration.py` runs them on real f
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -482,3 +483,132 @@ def test_math_sanity_of_helpers():
     assert math.isclose(
         deviance(np.array([5.0]), np.array([10.0]), np.array([0.0])), 0.0, abs_tol=1e-12
     )
+
+
+# -- command line: check --posterior ------------------------------------------------------------
+BAYES_KEYS = {
+    "verdict",
+    "tau_A",
+    "elpd_diff",
+    "elpd_se",
+    "ppc_p",
+    "flagged_pairs",
+    "flagged_cycles",
+    "downhill_fraction",
+}
+
+
+@pytest.fixture(scope="module")
+def driven_files(tmp_path_factory):
+    """A small strongly driven simulation on disk and MAP fits of both models."""
+    from detailed_balance.cli import main
+
+    out = tmp_path_factory.mktemp("bayes_cli")
+    args = ["--states", "40", "--transitions", "12000", "--mean-degree", "10", "--seed", "5"]
+    assert main(["simulate", *args, "--drive", "1.5", "--out", str(out / "driven")]) == 0
+    assert main(["simulate", *args, "--out", str(out / "reversible")]) == 0
+    data = out / "driven" / "transitions.csv"
+    for model in ("equilibrium", "nonequilibrium"):
+        code = main(
+            [
+                "fit",
+                str(data),
+                "--method",
+                "map",
+                "--model",
+                model,
+                "--draws",
+                "400",
+                "--chains",
+                "1",
+                "--no-progress",
+                "--out",
+                str(out / f"{model}.nc"),
+            ]
+        )
+        assert code == 0
+    return out
+
+
+def test_check_posterior_json_contract(driven_files, capsys):
+    from detailed_balance.cli import main
+
+    out = driven_files
+    capsys.readouterr()
+    code = main(
+        [
+            "check",
+            str(out / "driven" / "transitions.csv"),
+            "--json",
+            "--posterior",
+            str(out / "equilibrium.nc"),
+            "--posterior",
+            str(out / "nonequilibrium.nc"),
+        ]
+    )
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    bayes = payload["bayes"]
+    assert set(bayes) >= BAYES_KEYS
+    assert bayes["verdict"] == "violated"  # drive 1.5 on a dense graph: unmistakable
+    assert set(bayes["tau_A"]) == {"mean", "lower", "upper"}
+    tau = bayes["tau_A"]  # MAP holds τ_A fixed: a point interval (up to rounding)
+    assert tau["lower"] - 1e-9 <= tau["mean"] <= tau["upper"] + 1e-9 and tau["mean"] > 0.5
+    assert bayes["elpd_diff"] > 0 and bayes["elpd_se"] > 0
+    assert 0 <= bayes["ppc_p"] <= 1 and bayes["ppc_p"] < 0.05
+    assert isinstance(bayes["flagged_pairs"], int) and bayes["flagged_cycles"] > 0
+    down = bayes["downhill_fraction"]
+    assert 0 <= down["lower"] <= down["mean"] <= down["upper"] <= 1
+    assert bayes["fitted_here"] == {}
+    # the paper's checks are still there
+    assert payload["loops"]["n"] == bayes["n_cycles"]
+
+
+def test_check_posterior_fits_the_missing_model_and_prints_a_table(driven_files, capsys):
+    from detailed_balance.cli import main
+
+    out = driven_files
+    capsys.readouterr()
+    code = main(
+        [
+            "check",
+            str(out / "driven" / "transitions.csv"),
+            "--posterior",
+            str(out / "equilibrium.nc"),
+            "--bayes-method",
+            "map",
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Bayesian detailed-balance tests" in text and "VIOLATED" in text
+    assert "flagged 3-cycles" in text
+
+
+def test_check_posterior_refuses_a_fit_of_other_data(driven_files, capsys):
+    from detailed_balance.cli import main
+
+    out = driven_files
+    code = main(
+        [
+            "check",
+            str(out / "reversible" / "transitions.csv"),
+            "--posterior",
+            str(out / "equilibrium.nc"),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "equilibrium.nc was fitted to different data" in err and "Traceback" not in err
+    code = main(
+        [
+            "check",
+            str(out / "driven" / "transitions.csv"),
+            "--posterior",
+            str(out / "equilibrium.nc"),
+            "--posterior",
+            str(out / "equilibrium.nc"),
+        ]
+    )
+    assert code == 2
+    assert "two equilibrium fits" in capsys.readouterr().err

@@ -29,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     bayes.add_argument(
         "--bayes-method",
-        default="advi",
-        choices=("advi", "map", "nuts"),
-        help="how to fit the model that --posterior lacks (default advi)",
+        default="auto",
+        choices=("auto", "map", "nuts", "advi"),
+        help="how to fit the model --posterior lacks (auto: equilibrium by MAP + Laplace, "
+        "non-equilibrium by a short NUTS run)",
     )
     bayes.add_argument("--fdr", type=float, default=0.05, help="Bayesian FDR of flags")
     bayes.add_argument("--seed", type=int, default=1, help="seed of quick fits and PPC draws")

@@ -629,15 +629,19 @@ def _model_name(result: Any) -> str:
     return "nonequilibrium" if "A" in tree["posterior"].data_vars else "equilibrium"
 
 
+QUICK_METHODS = ("auto", "map", "nuts", "advi")
+QUICK_NUTS = {"draws": 500, "tune": 500, "chains": 2}
+
+
 def bayes_check(
     data: Any = None,
     eq_fit: Any = None,
     neq_fit: Any = None,
     *,
-    method: str = "advi",
-    draws: int = 1000,
-    tune: int = 1000,
-    chains: int = 4,
+    method: str = "auto",
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
     seed: int = 1,
     fdr: float = FDR_Q,
     ci: float = CI,
@@ -647,11 +651,20 @@ def bayes_check(
     """The ``bayes`` JSON object for `data`: fits what is missing, then `bayes_verdict`.
 
     Pass one or both fits (`BayesFit` or DataTree, either model in either slot is sorted out by
-    the fit's ``model`` attr). A missing model is fitted to the same data with `method`
-    (``"advi"`` by default: seconds, calibrated enough for the verdict; ``"nuts"`` with
-    `draws`/`tune`/`chains` for the final word; ``"map"`` for a Laplace approximation).
-    `data` may be omitted when a fit is given (the fit carries its data).
+    the fit's ``model`` attr). A missing model is fitted to the same data with `method`:
+
+    - ``"auto"`` (default): the equilibrium model by MAP + Laplace (its 90% intervals cover
+      85–95% in the calibration tests) and the non-equilibrium model by a short NUTS run
+      (2 chains × 500 draws after 500 tuning): its Laplace approximation holds τ_A at a mode
+      biased low and under-covers loop affinities on sparse graphs (see the README);
+    - ``"map"``, ``"nuts"``, ``"advi"`` for both (`draws`/`tune`/`chains` override; ADVI's
+      draws make PSIS-LOO unreliable, so its ELPD difference is reported but rarely decisive).
+
+    `data` may be omitted when a fit is given (the fit carries its data). The methods used
+    are recorded in the result under ``fitted_here``.
     """
+    if method not in QUICK_METHODS:
+        raise FitError(f"method must be one of {', '.join(QUICK_METHODS)}, got {method!r}.")
     fits = {}
     for given in (eq_fit, neq_fit):
         if given is not None:
@@ -662,19 +675,35 @@ def bayes_check(
         data = _fit_data(next(iter(fits.values())))
     fitted_here = {}
     for name in ("equilibrium", "nonequilibrium"):
-        if name not in fits:
-            fits[name] = _fit_model(name, data, method, draws, tune, chains, seed, progressbar)
-            fitted_here[name] = method
+        if name in fits:
+            continue
+        chosen = method
+        if method == "auto":
+            chosen = "map" if name == "equilibrium" else "nuts"
+        settings = _quick_settings(chosen, method, draws, tune, chains)
+        fits[name] = _fit_model(name, data, chosen, settings, seed, progressbar)
+        fitted_here[name] = {"method": chosen, **settings}
     verdict = bayes_verdict(fits["equilibrium"], fits["nonequilibrium"], fdr=fdr, ci=ci, seed=seed)
     verdict.evidence["fitted_here"] = fitted_here
     return verdict if return_verdict else verdict.evidence
+
+
+def _quick_settings(
+    chosen: str, requested: str, draws: int | None, tune: int | None, chains: int | None
+) -> dict[str, int]:
+    if chosen == "nuts":
+        base = QUICK_NUTS if requested == "auto" else {"draws": 1000, "tune": 1000, "chains": 4}
+    else:
+        base = {"draws": 1000, "tune": 0, "chains": 1}
+    given = {"draws": draws, "tune": tune, "chains": chains}
+    return {k: int(given[k]) if given[k] is not None else v for k, v in base.items()}
 
 
 def bayes_from_files(
     data: Any,
     paths: list[str],
     *,
-    method: str = "advi",
+    method: str = "auto",
     seed: int = 1,
     fdr: float = FDR_Q,
     ci: float = CI,
@@ -744,28 +773,16 @@ def _fit_data(result: Any) -> Any:
 
 
 def _fit_model(
-    name: str,
-    data: Any,
-    method: str,
-    draws: int,
-    tune: int,
-    chains: int,
-    seed: int,
-    progressbar: bool,
+    name: str, data: Any, method: str, settings: dict[str, int], seed: int, progressbar: bool
 ) -> Any:
     from detailed_balance.models import EquilibriumModel, NonEquilibriumModel
     from detailed_balance.sampling import fit
 
     model = EquilibriumModel() if name == "equilibrium" else NonEquilibriumModel()
-    kwargs: dict[str, Any] = {
-        "method": method,
-        "draws": draws,
-        "seed": seed,
-        "progressbar": progressbar,
-    }
+    kwargs: dict[str, Any] = {"draws": settings["draws"], "chains": settings["chains"]}
     if method == "nuts":
-        kwargs.update(tune=tune, chains=chains, sampler="nutpie")
-    return fit(model, data, **kwargs)
+        kwargs.update(tune=settings["tune"], sampler="nutpie")
+    return fit(model, data, method=method, seed=seed, progressbar=progressbar, **kwargs)
 
 
 # -- text ----------------------------------------------------------------------------------
