@@ -36,6 +36,7 @@ from ._density import (
     empirical_bayes_tau,
     whitening,
 )
+from ._loglik import pair_loglik
 from ._pairs import PairData, pair_data
 
 V_PRIORS = ("wide", "normal", "student_t")
@@ -163,11 +164,13 @@ class PairModel:
                 pm.Deterministic("V", centred, dims="state")
             else:
                 pm.Deterministic("V", _centre(v_raw, report), dims="state")
-            logit = pairs.offset + v_raw[pairs.i] - v_raw[pairs.j]
-            logit = self._add_antisymmetric(logit, pairs)
-            pm.Potential(
-                "likelihood", pt.sum(pairs.n_fg * logit - pairs.trials * pt.softplus(logit))
-            )
+            extra = self._antisymmetric(pairs)
+            if extra is None:
+                extra = np.zeros(pairs.n_pairs)
+            loglik = pair_loglik(
+                v_raw, extra, pairs.offset, pairs.n_fg, pairs.trials, pairs.i, pairs.j
+            )[0]
+            pm.Potential("likelihood", loglik)
         self.model = model
         return model
 
@@ -186,8 +189,9 @@ class PairModel:
             logp = logp - dof * pt.log(sigma)
         return logp
 
-    def _add_antisymmetric(self, logit, pairs: PairData):
-        return logit
+    def _antisymmetric(self, pairs: PairData):
+        """The antisymmetric term added to each pair's logit (None: detailed balance)."""
+        return None
 
     # -- after sampling ------------------------------------------------------------------------
     @property
@@ -235,7 +239,7 @@ class NonEquilibriumModel(PairModel):
         "tau_A_scale": 1.0,
     }
 
-    def _add_antisymmetric(self, logit, pairs: PairData):
+    def _antisymmetric(self, pairs: PairData):
         scale = float(self.model_config["tau_A_scale"])
         if self.model_config["tau_A_prior"] == "halfcauchy":
             tau = pm.HalfCauchy("tau_A", beta=scale)
@@ -247,7 +251,7 @@ class NonEquilibriumModel(PairModel):
         pm.Deterministic(
             "loop_affinity", antisym[cp[:, 0]] + antisym[cp[:, 1]] - antisym[cp[:, 2]], dims="cycle"
         )
-        return logit + antisym
+        return antisym
 
     @property
     def stored_variables(self) -> list[str]:
