@@ -267,3 +267,19 @@ def test_nonequilibrium_map_tau_small_when_reversible_large_when_driven():
             assert np.corrcoef(loops, truth)[0, 1] > 0.6
     assert tau["reversible"] < 0.3
     assert 0.7 < tau["driven"] < 2.5
+
+
+@pytest.mark.parametrize("cls", [EquilibriumModel, NonEquilibriumModel])
+def test_fused_likelihood_numba_equals_python(small_sim, cls):
+    # nutpie and ADVI run the fused Op's numba kernel; compile_logp runs its numpy `perform`.
+    model = cls()
+    pm_model = model.build_model(small_sim.transitions)
+    outputs = [pm_model.logp(), pm_model.dlogp()]
+    numba_fn = pm_model.compile_fn(outputs, mode="NUMBA")
+    python_fn = pm_model.compile_fn(outputs, mode="FAST_COMPILE")
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        point = {k: rng.normal(size=np.shape(v)) for k, v in pm_model.initial_point().items()}
+        (lp_n, g_n), (lp_p, g_p) = numba_fn(point), python_fn(point)
+        assert lp_n == pytest.approx(lp_p, rel=1e-10)
+        np.testing.assert_allclose(g_n, g_p, rtol=1e-8, atol=1e-8)
