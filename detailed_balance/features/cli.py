@@ -77,4 +77,11 @@ def least_action_features(args: argparse.Namespace, data: Transitions) -> int:
         f"{result.action:.4g}, converged={result.converged} → {args.out}",
         file=sys.stderr,
     )
+    if result.runaway:
+        print(
+            "warning: the action keeps falling along some direction of θ (features that only "
+            "ever point downhill, or collinear features): θ is not finite there; drop or merge "
+            "features, or use the Bayesian fit (--method map|nuts).",
+            file=sys.stderr,
+        )
     return 0
