@@ -158,6 +158,31 @@ def test_density_gradient_matches_finite_differences(eps_prior):
         assert numeric == pytest.approx(grad[k], rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.parametrize("eps_prior", ["normal", "student_t"])
+def test_pymc_graph_equals_the_numpy_density(eps_prior):
+    """The whitened, partially non-centred PyMC graph is the numpy density (up to a constant)."""
+    sim, feats = feature_landscape(3, n=40, calls=4000)
+    model = FeaturePotentialModel(feats, {"eps_prior": eps_prior})
+    graph = model.build_model(sim.transitions)
+    logp = graph.compile_logp(mode="NUMBA")
+    outputs = graph.replace_rvs_by_values([graph["V"], graph["theta_std"]])
+    values = graph.compile_fn(outputs, inputs=graph.value_vars, mode="NUMBA")
+    rng = np.random.default_rng(0)
+    start = graph.initial_point()
+    differences = []
+    for _ in range(2):  # same σ_ε (the Jacobian Σ α log σ_ε is then constant), other V and θ
+        point = {
+            k: x + (0.3 * rng.standard_normal(np.shape(x)) if "white" in k else 0)
+            for k, x in start.items()
+        }
+        v, theta = values(point)
+        phi = np.concatenate([v, theta, [point["sigma_eps_log__"]]])
+        differences.append((float(logp(point)), -model.density.neg_logp_grad(phi)[0]))
+    (a1, b1), (a2, b2) = differences
+    assert a1 - a2 == pytest.approx(b1 - b2, rel=1e-8, abs=1e-8)
+    assert abs(a1 - a2) > 0.1  # the two points really differ
+
+
 # -- fits on simulated landscapes with known θ ---------------------------------------------------
 def map_fit(sim, feats, seed: int = 1, draws: int = 1000):
     return fit(
@@ -209,6 +234,25 @@ def test_map_fit_layout_and_truth(landscape, fitted, tmp_path):
     loaded = load_fit(path)
     assert isinstance(loaded.model, FeaturePotentialModel)
     pd.testing.assert_frame_equal(theta_summary(loaded), table)
+
+
+def test_reference_state_gauge(landscape, fitted):
+    sim, feats = landscape
+    ref = fit(
+        FeaturePotentialModel(feats, {"reference": "s0003"}), sim.transitions, method="map",
+        draws=1000, chains=1, seed=1, progressbar=False,
+    )  # fmt: skip
+    post = ref.posterior["posterior"]
+    assert np.all(post["V"].sel(state="s0003").values == 0)
+    # Differences of V and predictions are gauge-free: same as the fit without a reference.
+    v_ref = post["V"].mean(("chain", "draw")).to_series()
+    v_free = fitted.posterior["posterior"]["V"].mean(("chain", "draw")).to_series()
+    diff = (v_ref - v_free).to_numpy()
+    assert np.ptp(diff) < 0.05
+    new = feats.loc[["s0010"]].rename(index={"s0010": "unseen"})
+    with_ref = predict_potentials(ref, features=new)["mean"].iloc[0]
+    without = predict_potentials(fitted, features=new)["mean"].iloc[0]
+    assert with_ref - without == pytest.approx(float(np.mean(diff)), abs=0.1)
 
 
 def test_features_that_explain_nothing(landscape):
