@@ -161,7 +161,9 @@ def identified_quantities(result: Any, include: Iterable[str] = QUANTITIES) -> x
 def _table(ds: xr.Dataset) -> pd.DataFrame:
     rhat = az.rhat(ds)
     ess_bulk = az.ess(ds, method="bulk")
-    ess_tail = az.ess(ds, method="tail")
+    # Vehtari et al.'s tail ESS uses the 5% and 95% quantiles (ArviZ 1.x would default to
+    # its 89% interval).
+    ess_tail = az.ess(ds, method="tail", prob=(0.05, 0.95))
     frames = []
     for name in ds.data_vars:
         da = ds[name]
