@@ -31,8 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bayes-method",
         default="auto",
         choices=("auto", "map", "nuts", "advi"),
-        help="how to fit the model --posterior lacks (auto: equilibrium by MAP + Laplace, "
-        "non-equilibrium by a short NUTS run)",
+        help="how to fit the model --posterior lacks (auto = map: MAP + Laplace, seconds)",
     )
     bayes.add_argument("--fdr", type=float, default=0.05, help="Bayesian FDR of flags")
     bayes.add_argument("--seed", type=int, default=1, help="seed of quick fits and PPC draws")
