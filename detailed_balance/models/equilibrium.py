@@ -117,6 +117,10 @@ class PairModel:
         else:
             self.map_result = eq_density.find_map(eq_map.theta)
         self.eq_theta = eq_map.theta
+        # a = a* + a_scale z_a − a_shift ⊙ E(V − V*): identity unless whitened (below).
+        self.a_map = np.zeros(pairs.n_pairs)
+        self.a_scale = np.ones(pairs.n_pairs)
+        self.a_shift = np.zeros(pairs.n_pairs)
         if not whiten:
             self.whitening = None
         elif self.model_config["parameterization"] == "direct":
@@ -124,6 +128,19 @@ class PairModel:
         else:
             hessian = eq_density.v_hessian(eq_map.theta)
             centre = eq_map.theta[: pairs.n_states]
+            if self.nonequilibrium:
+                # Joint Gauss–Newton curvature of (V, a) at the non-eq MAP, whitened by
+                # eliminating a: V sees the Laplacian with weights w / (1 + τ²w) (A absorbs
+                # the rest along the cut space), and a | V is diagonal with a linear shift.
+                theta = self.map_result.theta
+                tau = self.density.tau(theta)
+                w = self.density.pair_weights(theta)
+                shrink = 1.0 / (1.0 + tau**2 * w)
+                hessian = self.density.v_hessian(theta, w * shrink)
+                centre = theta[: pairs.n_states]
+                self.a_map = theta[self.density.layout.a]
+                self.a_scale = np.sqrt(shrink)
+                self.a_shift = tau * w * shrink
             self.whitening = whitening(
                 hessian,
                 pairs.component,
@@ -164,7 +181,7 @@ class PairModel:
                 pm.Deterministic("V", centred, dims="state")
             else:
                 pm.Deterministic("V", _centre(v_raw, report), dims="state")
-            extra = self._antisymmetric(pairs)
+            extra = self._antisymmetric(pairs, v_raw)
             if extra is None:
                 extra = np.zeros(pairs.n_pairs)
             loglik = pair_loglik(
@@ -189,9 +206,25 @@ class PairModel:
             logp = logp - dof * pt.log(sigma)
         return logp
 
-    def _antisymmetric(self, pairs: PairData):
+    def _antisymmetric(self, pairs: PairData, v_raw):
         """The antisymmetric term added to each pair's logit (None: detailed balance)."""
         return None
+
+    def theta_from_point(self, point: dict[str, np.ndarray]) -> np.ndarray:
+        """The numpy density's θ for a point of the PyMC model's value variables (for tests)."""
+        v = self.whitening.apply(np.asarray(point["V_white"], float))
+        parts = [v]
+        if "sigma_V_log__" in point:
+            parts.append(np.atleast_1d(point["sigma_V_log__"]))
+        if self.nonequilibrium:
+            dv = v - self.whitening.centre
+            a = (
+                self.a_map
+                + self.a_scale * np.asarray(point["A_white"], float)
+                - self.a_shift * (dv[self.pairs.i] - dv[self.pairs.j])
+            )
+            parts += [a, np.atleast_1d(point["tau_A_log__"])]
+        return np.concatenate(parts)
 
     # -- after sampling ------------------------------------------------------------------------
     @property
@@ -239,13 +272,17 @@ class NonEquilibriumModel(PairModel):
         "tau_A_scale": 1.0,
     }
 
-    def _antisymmetric(self, pairs: PairData):
+    def _antisymmetric(self, pairs: PairData, v_raw):
         scale = float(self.model_config["tau_A_scale"])
         if self.model_config["tau_A_prior"] == "halfcauchy":
             tau = pm.HalfCauchy("tau_A", beta=scale)
         else:
             tau = pm.HalfNormal("tau_A", sigma=scale)
-        a = pm.Normal("A_raw", 0.0, 1.0, dims="pair")
+        # Non-centred a ~ N(0, 1), sampled in whitened coordinates (see `prepare`).
+        z_a = pm.Flat("A_white", dims="pair")
+        dv = v_raw - self.whitening.centre
+        a = self.a_map + self.a_scale * z_a - self.a_shift * (dv[pairs.i] - dv[pairs.j])
+        pm.Potential("A_prior", -0.5 * pt.sum(a**2))
         antisym = pm.Deterministic("A", tau * a, dims="pair")
         cp = pairs.cycle_pairs
         pm.Deterministic(
