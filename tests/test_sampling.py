@@ -181,3 +181,13 @@ def test_cli_fit_writes_netcdf_and_summary(tmp_path, sim):
     assert loaded.posterior.attrs["method"] == "map"
     pd.testing.assert_frame_equal(loaded.summary(0.8), table, check_dtype=False)
     assert main(["fit", str(data), "--method", "map", "--out", str(out), "--ci", "2"]) == 2
+
+
+def test_two_way_option_keeps_A_off_one_way_pairs(sim):
+    model = NonEquilibriumModel({"A_pairs": "two_way"})
+    result = fit(model, sim.transitions, method="map", draws=100, chains=1)
+    a = result.posterior["posterior"]["A"].to_numpy()
+    cd = result.posterior["constant_data"]
+    one_way = (cd["n_fg"].to_numpy() == 0) | (cd["n_gf"].to_numpy() == 0)
+    assert one_way.any() and (~one_way).any()
+    assert np.all(a[..., one_way] == 0.0) and np.all(a[..., ~one_way] != 0.0)

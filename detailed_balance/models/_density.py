@@ -33,6 +33,20 @@ from scipy.special import expit, gammaln
 
 from ._pairs import PairData
 
+A_PAIRS = ("two_way", "all")
+
+
+def antisymmetric_mask(pairs: PairData, config: dict[str, Any]) -> np.ndarray:
+    """1.0 on the pairs that carry an antisymmetric term A, else 0.0.
+
+    "all" (default): every modelled pair. "two_way": only pairs seen in both directions; a
+    pair seen one way fits any large enough |x|, so its A is not identified by that pair.
+    Loop affinities only involve two-way pairs (all six edges seen), so they are the same.
+    """
+    if config.get("A_pairs", "all") == "all":
+        return np.ones(pairs.n_pairs)
+    return ((pairs.n_fg > 0) & (pairs.n_gf > 0)).astype(float)
+
 
 def softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)
@@ -98,6 +112,7 @@ class PairDensity:
         scale = float(gauge_scale or config["V_scale"])
         self.gauge = pairs.component_sizes / scale**2
         self.dof = pairs.n_states - pairs.n_components
+        self.a_mask = antisymmetric_mask(pairs, config) if nonequilibrium else np.zeros(0)
 
     # -- pieces --------------------------------------------------------------------------
     def sigma(self, theta: np.ndarray) -> float:
@@ -112,7 +127,7 @@ class PairDensity:
         v = theta[self.layout.v]
         x = self.offset + v[self.pairs.i] - v[self.pairs.j]
         if self.layout.nonequilibrium:
-            x = x + self.tau(theta) * theta[self.layout.a]
+            x = x + self.tau(theta) * self.a_mask * theta[self.layout.a]
         return x
 
     def prior_v(self, centred: np.ndarray, sigma: float) -> tuple[float, np.ndarray, float]:
@@ -168,10 +183,10 @@ class PairDensity:
         if lay.nonequilibrium:
             a, tau = theta[lay.a], self.tau(theta)
             logp += -0.5 * float(np.sum(a**2))
-            grad[lay.a] = resid * tau - a
+            grad[lay.a] = resid * tau * self.a_mask - a
             lt, dlt = self._tau_prior(tau)
             logp += lt + np.log(tau)
-            grad[lay.s_tau] = float(np.sum(resid * a)) * tau + tau * dlt + 1.0
+            grad[lay.s_tau] = float(np.sum(resid * a * self.a_mask)) * tau + tau * dlt + 1.0
         return logp, grad
 
     def _tau_prior(self, tau: float) -> tuple[float, float]:
@@ -265,8 +280,11 @@ def empirical_bayes_tau(
         weights = density.pair_weights(theta)
         v = theta[lay.v]
         h = density.prior_curvature(pairs.centre(v), density.sigma(theta))
-        _, da = gaussian_draws(pairs, weights, h, draws, rng, tau)
-        second_moment = theta[lay.a] ** 2 + da.var(axis=0)
+        mask = density.a_mask > 0
+        if not mask.any():  # no pair carries A: τ_A has nothing to learn from
+            break
+        _, da = gaussian_draws(pairs, weights, h, draws, rng, tau * density.a_mask)
+        second_moment = (theta[lay.a] ** 2 + da.var(axis=0))[mask]
         new_tau = max(tau * np.sqrt(np.mean(second_moment)), 1e-4)
         theta = theta.copy()
         theta[lay.a] *= tau / new_tau  # keep A = τ a where it was
@@ -355,31 +373,33 @@ def gaussian_draws(
     prior_h: np.ndarray,
     draws: int,
     rng: np.random.Generator,
-    tau: float = 0.0,
+    tau: float | np.ndarray = 0.0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draws of (δV, δa) ~ N(0, H⁻¹) by perturb-then-solve, H the Gauss–Newton precision.
 
     Equilibrium: H = Eᵀ W E + diag(h); b = Eᵀ √W ξ + √h η ~ N(0, H), δV = H⁻¹ b.
-    Non-equilibrium (τ fixed): x also has τ a with a ~ N(0, 1); eliminating a leaves the
-    Laplacian with weights w / (1 + τ² w), then δa | δV is diagonal.
+    Non-equilibrium (τ fixed): x also has τ_p a_p with a ~ N(0, 1) (τ_p = τ on pairs that
+    carry A, 0 elsewhere); eliminating a leaves the Laplacian with weights w / (1 + τ_p² w),
+    then δa | δV is diagonal.
     """
     k, p = pairs.n_states, pairs.n_pairs
     e = incidence(pairs.i, pairs.j, k)
     xi = rng.standard_normal((p, draws))
     eta = rng.standard_normal((k, draws))
-    if tau == 0.0:
+    if np.ndim(tau) == 0 and tau == 0.0:
         rhs = e.T @ (np.sqrt(weights)[:, None] * xi) + np.sqrt(prior_h)[:, None] * eta
         solver = SpdSolver(laplacian(pairs.i, pairs.j, weights, k, prior_h))
         return solver.solve(np.asarray(rhs)).T, None
+    t = np.broadcast_to(np.asarray(tau, dtype=float), (p,))
     zeta = rng.standard_normal((p, draws))
     sw = np.sqrt(weights)[:, None]
     b_v = e.T @ (sw * xi) + np.sqrt(prior_h)[:, None] * eta  # V block of b
-    b_a = tau * sw * xi + zeta  # a block of b
-    shrink = 1.0 / (1.0 + tau**2 * weights)
+    b_a = t[:, None] * sw * xi + zeta  # a block of b
+    shrink = 1.0 / (1.0 + t**2 * weights)
     schur = laplacian(pairs.i, pairs.j, weights * shrink, k, prior_h)
-    rhs_v = b_v - e.T @ ((tau * weights * shrink)[:, None] * b_a)
+    rhs_v = b_v - e.T @ ((t * weights * shrink)[:, None] * b_a)
     dv = SpdSolver(schur).solve(np.asarray(rhs_v))
-    da = shrink[:, None] * (b_a - tau * weights[:, None] * (e @ dv))
+    da = shrink[:, None] * (b_a - (t * weights)[:, None] * (e @ dv))
     return dv.T, da.T
 
 

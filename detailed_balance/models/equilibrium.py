@@ -29,6 +29,7 @@ import xarray as xr
 from detailed_balance.data import DataError, Transitions
 
 from ._density import (
+    A_PAIRS,
     MapResult,
     PairDensity,
     Whitening,
@@ -71,6 +72,7 @@ class PairModel:
         _check_choice("parameterization", config["parameterization"], PARAMETERIZATIONS)
         if "tau_A_prior" in config:
             _check_choice("tau_A_prior", config["tau_A_prior"], TAU_PRIORS)
+            _check_choice("A_pairs", config["A_pairs"], A_PAIRS)
         for key in ("V_scale", "V_nu", "tau_A_scale"):
             if key in config and not float(config[key]) > 0:
                 raise ValueError(f"model_config[{key!r}] must be > 0, got {config[key]!r}.")
@@ -133,7 +135,7 @@ class PairModel:
                 # eliminating a: V sees the Laplacian with weights w / (1 + τ²w) (A absorbs
                 # the rest along the cut space), and a | V is diagonal with a linear shift.
                 theta = self.map_result.theta
-                tau = self.density.tau(theta)
+                tau = self.density.tau(theta) * self.density.a_mask
                 w = self.density.pair_weights(theta)
                 shrink = 1.0 / (1.0 + tau**2 * w)
                 hessian = self.density.v_hessian(theta, w * shrink)
@@ -270,6 +272,7 @@ class NonEquilibriumModel(PairModel):
         **PairModel.default_model_config,
         "tau_A_prior": "halfnormal",  # or halfcauchy
         "tau_A_scale": 1.0,
+        "A_pairs": "all",  # pairs with an A: "all", or only those seen both ways ("two_way")
     }
 
     def _antisymmetric(self, pairs: PairData, v_raw):
@@ -283,7 +286,7 @@ class NonEquilibriumModel(PairModel):
         dv = v_raw - self.whitening.centre
         a = self.a_map + self.a_scale * z_a - self.a_shift * (dv[pairs.i] - dv[pairs.j])
         pm.Potential("A_prior", -0.5 * pt.sum(a**2))
-        antisym = pm.Deterministic("A", tau * a, dims="pair")
+        antisym = pm.Deterministic("A", tau * a * self.density.a_mask, dims="pair")
         cp = pairs.cycle_pairs
         pm.Deterministic(
             "loop_affinity", antisym[cp[:, 0]] + antisym[cp[:, 1]] - antisym[cp[:, 2]], dims="cycle"

@@ -187,7 +187,8 @@ def _laplace(model: PairModel, config: dict[str, Any]) -> xr.DataTree:
     v_map = theta[density.layout.v]
     h = density.prior_curvature(pairs.centre(v_map), density.sigma(theta))
     tau = density.tau(theta)
-    dv, da = gaussian_draws(pairs, weights, h, draws, rng, tau)
+    tau_pairs = tau * density.a_mask if density.layout.nonequilibrium else 0.0
+    dv, da = gaussian_draws(pairs, weights, h, draws, rng, tau_pairs)
     v_draws = v_map + dv
     report = pairs.with_reference(model.model_config["reference"])
     variables: dict[str, Any] = {"V": (("chain", "draw", "state"), report.centre(v_draws)[None])}
@@ -195,7 +196,7 @@ def _laplace(model: PairModel, config: dict[str, Any]) -> xr.DataTree:
         variables["sigma_V"] = (("chain", "draw"), np.full((1, draws), density.sigma(theta)))
     if density.layout.nonequilibrium:
         a = theta[density.layout.a] + da
-        antisym = tau * a
+        antisym = tau * density.a_mask * a
         cp = pairs.cycle_pairs
         variables["A"] = (("chain", "draw", "pair"), antisym[None])
         variables["tau_A"] = (("chain", "draw"), np.full((1, draws), tau))
