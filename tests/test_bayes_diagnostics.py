@@ -413,6 +413,21 @@ def test_verdict_on_ideal_posteriors(driven, reversible):
         gaussian_fit(data, v, sd=0.02), gaussian_fit(data, v, np.zeros(len(a)), sd=0.02)
     )
     assert verdict.verdict == "holds", verdict.reasons
+    assert verdict.evidence["loo_counted"] is True
+
+
+def test_verdict_counts_loo_only_for_mcmc_fits(driven):
+    """PSIS-LOO needs posterior draws: on MAP/Laplace fits it is reported, not counted."""
+    data, v, a = driven
+    eq = gaussian_fit(data, v, sd=0.02, chains=1, method="map")
+    neq = gaussian_fit(data, v, a["A"].to_numpy(), sd=0.02, chains=1, method="map")
+    verdict = bayes_verdict(eq, neq)
+    ev = verdict.evidence
+    assert ev["loo_counted"] is False and ev["elpd_diff"] > 4
+    assert not any(r.startswith("LOO prefers") for r in verdict.reasons)
+    # still violated: flagged loops, the loop PPC and the pair-count PPC agree
+    assert verdict.verdict == "violated", verdict.reasons
+    assert ev["flagged_cycles"] > 0 and ev["loop_ppc_p"] < 0.01 and ev["ppc_p"] < 0.01
 
 
 # -- convergence ----------------------------------------------------------------------------
@@ -469,6 +484,12 @@ def test_convergence_is_not_applicable_to_approximations(reversible):
     report = convergence(point_fit(data, v))
     assert not report.applicable and report.ok
     assert "not applicable" in str(report)
+
+
+def test_loo_of_a_point_posterior_is_undefined_not_an_error(reversible):
+    data, v, a = reversible
+    out = loo_compare(point_fit(data, v), point_fit(data, v, np.zeros(len(a))))
+    assert out["elpd_diff"] is None and out["elpd_se"] is None
 
 
 def test_errors_name_what_is_missing(reversible):

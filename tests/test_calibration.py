@@ -2,21 +2,22 @@
 
 Replicate data sets come from `detailed_balance.simulation` (known V and loop affinities) and
 from the exactly reversible 251-state peer matrix (truth −log π). Replicates are fitted with
-the Laplace approximation at the MAP (``method="map"``: seconds each) and a few with NUTS
-(nutpie). What is asserted is the issue's contract, never weakened:
+the Laplace approximation at the MAP (``method="map"``: seconds each, and what `bayes_check`
+uses by default); the non-equilibrium model of five driven replicates by NUTS (nutpie). What is
+asserted is the issue's contract, never weakened:
 
-- reversible, ≥ 20 replicates of 300 states: 90% intervals of centred V cover 85–95%; the
-  verdict says ``violated`` in ≤ 10% of replicates;
-- driven (|loop affinity| ≥ 1 on ≥ 30% of observed 3-cycles): ``violated`` in ≥ 90%; 90%
-  intervals of loop affinities cover 85–95%;
+- reversible, 20 replicates of 300 states: 90% intervals of centred V cover 85–95%; the
+  verdict says ``violated`` in ≤ 10% of replicates (and ``holds`` in ≥ 80%);
+- driven (|loop affinity| ≥ 1 on ≥ 30% of observed 3-cycles): ``violated`` in ≥ 90% (MAP, 10
+  replicates, and NUTS, 5); 90% NUTS intervals of loop affinities cover 85–95%;
 - posterior-mean V beats least-action V in Spearman correlation with the truth
-  (well-visited states);
+  (well-visited states, chain allocation);
 - skewed truths (heavy upper tail) and the peer matrix: 90% intervals of bounded states
-  cover 85–95%.
+  cover 85–95% (and the top decile of skewed truths ≥ 80%).
 
 Coverage is pooled over replicates and states (states within a replicate are correlated, so
-the pooled fraction is noisier than its count suggests; the replicate numbers are chosen so
-that its Monte Carlo sd is ≈ 1%).
+the pooled fraction is noisier than its count suggests). The whole file takes ~5 min on the
+shared 2-core machine (load ≈ 5; ~3 min of CPU).
 """
 
 from __future__ import annotations
@@ -163,16 +164,18 @@ def driven_runs():
 # -- reversible ---------------------------------------------------------------------------
 def test_reversible_potential_intervals_cover(reversible_runs):
     tally, _ = reversible_runs
+    print(f"reversible V coverage {tally.coverage:.3f} over {tally.total} state intervals")
     assert tally.total > N_REVERSIBLE * 200
     assert 0.85 <= tally.coverage <= 0.95, tally.per_replicate
 
 
 def test_reversible_verdict_rarely_says_violated(reversible_runs):
     tally, _ = reversible_runs
+    print("reversible verdicts", {v: tally.verdicts.count(v) for v in set(tally.verdicts)})
     assert len(tally.verdicts) >= 20
     assert tally.share("violated") <= 0.10, tally.verdicts
     # and it is mostly a positive statement, not a shrug
-    assert tally.share("holds") >= 0.7, tally.verdicts
+    assert tally.share("holds") >= 0.8, tally.verdicts
 
 
 def test_posterior_mean_beats_least_action(reversible_runs):
@@ -180,6 +183,7 @@ def test_posterior_mean_beats_least_action(reversible_runs):
     binomial posterior mean ranks well-visited states closer to the truth than least action.
     (With uniform allocation the two agree to ±0.0005 in ρ: nothing to win there.)"""
     _, gains = reversible_runs
+    print(f"Spearman gain over least action: mean {gains.mean():.4f}, min {gains.min():.4f}")
     assert len(gains) >= 10
     assert gains.mean() > 0, gains
     assert np.mean(gains > 0) >= 0.8, gains
@@ -188,6 +192,10 @@ def test_posterior_mean_beats_least_action(reversible_runs):
 # -- driven -----------------------------------------------------------------------------------
 def test_driven_verdict_says_violated(driven_runs):
     map_verdicts, nuts, shares, rhats = driven_runs
+    print(
+        f"driven: |affinity| ≥ 1 on {shares.min():.2f}–{shares.max():.2f} of loops; MAP "
+        f"verdicts {map_verdicts}; NUTS {nuts.verdicts}; loop R-hat max {rhats.max():.3f}"
+    )
     assert shares.min() >= 0.30, shares  # the issue's regime: |affinity| ≥ 1 on ≥ 30% of loops
     assert len(map_verdicts) >= 10
     assert map_verdicts.count("violated") / len(map_verdicts) >= 0.90, map_verdicts
@@ -197,20 +205,32 @@ def test_driven_verdict_says_violated(driven_runs):
 
 def test_driven_loop_affinity_intervals_cover(driven_runs):
     _, nuts, _, _ = driven_runs
+    print(f"driven loop-affinity coverage (NUTS) {nuts.coverage:.3f} over {nuts.total} loops")
     assert nuts.total > N_DRIVEN_NUTS * 150
     assert 0.85 <= nuts.coverage <= 0.95, nuts.per_replicate
 
 
 # -- skewed truths ------------------------------------------------------------------------------
 def test_skewed_landscape_intervals_cover():
-    tally = Tally()
+    """Heavy upper tail: the wide prior must not shrink the few states far uphill."""
+    tally, uphill = Tally(), Tally()
     for rep in range(N_SKEWED):
         sim = simulate(N_STATES, TRANSITIONS, potential="skewed", spread=2.0, seed=3000 + rep)
         skew = pd.Series(sim.potential).skew()
         assert skew > 1.0  # heavy upper tail: a few states far uphill
         eq = _fit(EquilibriumModel(), sim.transitions, "map", seed=rep)
-        tally.add(centred_coverage(eq, sim.potential))
+        inside = centred_coverage(eq, sim.potential)
+        tally.add(inside)
+        bounded = eq.posterior["constant_data"]["bounded"].to_numpy().astype(bool)
+        states = eq.posterior["posterior"]["state"].to_numpy().astype(str)[bounded]
+        truth = sim.potential.reindex(states).to_numpy()
+        uphill.add(inside[truth >= np.quantile(truth, 0.9)])  # the top decile
+    print(
+        f"skewed V coverage {tally.coverage:.3f} ({tally.total}); top decile "
+        f"{uphill.coverage:.3f} ({uphill.total})"
+    )
     assert 0.85 <= tally.coverage <= 0.95, tally.per_replicate
+    assert uphill.coverage >= 0.80, uphill.per_replicate
 
 
 def test_peer_matrix_intervals_cover():
@@ -220,5 +240,6 @@ def test_peer_matrix_intervals_cover():
         sim = simulate_from_matrix(matrix, 300 * matrix.shape[0], seed=4000 + rep)
         eq = _fit(EquilibriumModel(), sim.transitions, "map", seed=rep)
         tally.add(centred_coverage(eq, sim.potential))
+    print(f"peer-matrix V coverage {tally.coverage:.3f} over {tally.total} state intervals")
     assert tally.total > N_PEER * 150
     assert 0.85 <= tally.coverage <= 0.95, tally.per_replicate
