@@ -633,3 +633,21 @@ def test_check_posterior_refuses_a_fit_of_other_data(driven_files, capsys):
     )
     assert code == 2
     assert "two equilibrium fits" in capsys.readouterr().err
+
+
+def test_bayes_check_fits_the_missing_model_for_the_fits_llm():
+    """Two LLMs in one data set: the missing model is fitted to the given fit's LLM."""
+    from detailed_balance.diagnostics import bayes_check
+    from detailed_balance.models import EquilibriumModel
+    from detailed_balance.sampling import fit
+
+    frames, visit_frames = [], []
+    for name, drive, seed in (("cold", 1.5, 41), ("warm", 0.0, 42)):
+        data, _, _ = make_data(n_states=10, visits=3000.0, drive=drive, seed=seed)
+        frames.append(data.counts.assign(llm=name))
+        visit_frames.append(data.visits.assign(llm=name))
+    both = Transitions.from_counts(pd.concat(frames), pd.concat(visit_frames))
+    eq = fit(EquilibriumModel(), both, method="map", llm="cold", draws=300, chains=1, seed=1)
+    out = bayes_check(both, eq, method="map", draws=300)
+    assert out["fitted_here"]["nonequilibrium"]["method"] == "map"
+    assert out["verdict"] == "violated", out["reasons"]  # the driven LLM, not the other one

@@ -712,6 +712,7 @@ def bayes_check(
     seed: int = 1,
     fdr: float = FDR_Q,
     ci: float = CI,
+    llm: str | None = None,
     progressbar: bool = False,
     return_verdict: bool = False,
 ) -> dict[str, Any] | Verdict:
@@ -728,8 +729,9 @@ def bayes_check(
     - ``"nuts"`` (`draws`/`tune`/`chains`, default 4 × 1000 after 1000), ``"advi"`` (its
       draws make PSIS-LOO unreliable: the ELPD difference is reported but rarely decisive).
 
-    `data` may be omitted when a fit is given (the fit carries its data). The methods used
-    are recorded in the result under ``fitted_here``.
+    `data` may be omitted when a fit is given (the fit carries its data). With several LLMs
+    in `data`, `llm` (default: the LLM of a given fit) says which one. The methods used are
+    recorded in the result under ``fitted_here``.
     """
     if method not in QUICK_METHODS:
         raise FitError(f"method must be one of {', '.join(QUICK_METHODS)}, got {method!r}.")
@@ -741,13 +743,15 @@ def bayes_check(
         if not fits:
             raise FitError("bayes_check needs transition data or at least one fit.")
         data = _fit_data(next(iter(fits.values())))
+    if llm is None and fits:
+        llm = str(as_tree(next(iter(fits.values()))).attrs.get("llm", "")) or None
     fitted_here = {}
     for name in ("equilibrium", "nonequilibrium"):
         if name in fits:
             continue
         chosen = "map" if method == "auto" else method
         settings = _quick_settings(chosen, draws, tune, chains)
-        fits[name] = _fit_model(name, data, chosen, settings, seed, progressbar)
+        fits[name] = _fit_model(name, data, chosen, settings, seed, llm, progressbar)
         fitted_here[name] = {"method": chosen, **settings}
     verdict = bayes_verdict(fits["equilibrium"], fits["nonequilibrium"], fdr=fdr, ci=ci, seed=seed)
     verdict.evidence["fitted_here"] = fitted_here
@@ -839,7 +843,13 @@ def _fit_data(result: Any) -> Any:
 
 
 def _fit_model(
-    name: str, data: Any, method: str, settings: dict[str, int], seed: int, progressbar: bool
+    name: str,
+    data: Any,
+    method: str,
+    settings: dict[str, int],
+    seed: int,
+    llm: str | None,
+    progressbar: bool,
 ) -> Any:
     from detailed_balance.models import EquilibriumModel, NonEquilibriumModel
     from detailed_balance.sampling import fit
@@ -848,6 +858,8 @@ def _fit_model(
     kwargs: dict[str, Any] = {"draws": settings["draws"], "chains": settings["chains"]}
     if method == "nuts":
         kwargs.update(tune=settings["tune"], sampler="nutpie")
+    if llm is not None and len(data.llms) > 1:
+        kwargs["llm"] = llm
     return fit(model, data, method=method, seed=seed, progressbar=progressbar, **kwargs)
 
 
