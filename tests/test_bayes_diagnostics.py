@@ -551,6 +551,7 @@ def driven_files(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # fits models (MAP) through the CLI / sampling
 def test_check_posterior_json_contract(driven_files, capsys):
     from detailed_balance.cli import main
 
@@ -585,6 +586,7 @@ def test_check_posterior_json_contract(driven_files, capsys):
     assert payload["loops"]["n"] == bayes["n_cycles"]
 
 
+@pytest.mark.slow  # fits models (MAP) through the CLI / sampling
 def test_check_posterior_fits_the_missing_model_and_prints_a_table(driven_files, capsys):
     from detailed_balance.cli import main
 
@@ -606,6 +608,7 @@ def test_check_posterior_fits_the_missing_model_and_prints_a_table(driven_files,
     assert "flagged 3-cycles" in text
 
 
+@pytest.mark.slow  # fits models (MAP) through the CLI / sampling
 def test_check_posterior_refuses_a_fit_of_other_data(driven_files, capsys):
     from detailed_balance.cli import main
 
@@ -635,6 +638,7 @@ def test_check_posterior_refuses_a_fit_of_other_data(driven_files, capsys):
     assert "two equilibrium fits" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # fits models (MAP) through the CLI / sampling
 def test_bayes_check_fits_the_missing_model_for_the_fits_llm():
     """Two LLMs in one data set: the missing model is fitted to the given fit's LLM."""
     from detailed_balance.diagnostics import bayes_check
