@@ -279,3 +279,15 @@ def test_fused_likelihood_numba_equals_python(small_sim, cls):
         (lp_n, g_n), (lp_p, g_p) = numba_fn(point), python_fn(point)
         assert lp_n == pytest.approx(lp_p, rel=1e-10)
         np.testing.assert_allclose(g_n, g_p, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("prior", ["normal", "student_t"])
+def test_fitted_prior_scale_does_not_collapse(small_sim, prior):
+    # The joint mode of a fitted σ_V is degenerate (σ_V → 0); the empirical-Bayes EM must
+    # land near the true spread (1.0, shrunk a little by the likelihood's noise).
+    result = fit(EquilibriumModel({"V_prior": prior}), small_sim.transitions, "map", 200, chains=1)
+    sigma = float(result.posterior["posterior"]["sigma_V"].mean())
+    assert 0.5 < sigma < 1.5
+    truth = _centred_truth(result, small_sim.potential)
+    mean = result.potentials.mean(("chain", "draw")).to_numpy()
+    assert np.corrcoef(mean, truth)[0, 1] > 0.95

@@ -205,11 +205,17 @@ class PairDensity:
         return theta
 
     def find_map(
-        self, start: np.ndarray | None = None, maxiter: int = 20_000, fix_tau: bool = False
+        self,
+        start: np.ndarray | None = None,
+        maxiter: int = 20_000,
+        fix_tau: bool = False,
+        fix_sigma: bool = False,
     ) -> MapResult:
         """L-BFGS-B on −log p in diagonally rescaled coordinates (rough curvature per entry).
 
-        `fix_tau` keeps log τ_A at its value in `start` (the empirical-Bayes inner step).
+        `fix_tau` / `fix_sigma` keep log τ_A / log σ_V at their values in `start` (the inner
+        step of the empirical-Bayes estimates: the joint mode of a hierarchical scale is
+        degenerate, σ → 0).
         """
         theta0 = self.initial() if start is None else np.asarray(start, float)
         lay, pairs = self.layout, self.pairs
@@ -229,9 +235,15 @@ class PairDensity:
             return -logp, -grad * scale
 
         bounds = None
+        fixed = []
         if fix_tau and lay.nonequilibrium:
+            fixed.append(lay.s_tau)
+        if fix_sigma and lay.fitted_sigma:
+            fixed.append(lay.s_v)
+        if fixed:
             bounds = [(None, None)] * lay.size
-            bounds[lay.s_tau] = (0.0, 0.0)
+            for index in fixed:
+                bounds[index] = (0.0, 0.0)
         result = minimize(
             objective,
             np.zeros(lay.size),
@@ -273,7 +285,7 @@ def empirical_bayes_tau(
     """
     lay, pairs = density.layout, density.pairs
     theta = np.array(start, dtype=float)
-    result = density.find_map(theta, fix_tau=True)
+    result = density.find_map(theta, fix_tau=True, fix_sigma=True)
     for _ in range(max_steps):
         theta = result.theta
         tau = density.tau(theta)
@@ -289,8 +301,44 @@ def empirical_bayes_tau(
         theta = theta.copy()
         theta[lay.a] *= tau / new_tau  # keep A = τ a where it was
         theta[lay.s_tau] = np.log(new_tau)
-        result = density.find_map(theta, fix_tau=True)
+        result = density.find_map(theta, fix_tau=True, fix_sigma=True)
         if abs(np.log(new_tau / tau)) < tol:
+            break
+    return result
+
+
+def empirical_bayes_sigma(
+    density: PairDensity,
+    start: np.ndarray,
+    rng: np.random.Generator,
+    draws: int = 200,
+    max_steps: int = 20,
+    tol: float = 0.01,
+) -> MapResult:
+    """σ_V of the fitted priors by EM on the Laplace marginal (the joint mode has σ_V → 0).
+
+    Start from the spread of `start`'s centred V; for fixed σ take the MAP of V, then set
+    σ² = mean E[V_c²] with the expectation from Laplace draws; repeat.
+    """
+    lay, pairs = density.layout, density.pairs
+    theta = np.array(start, dtype=float)
+    if not lay.fitted_sigma:
+        return density.find_map(theta)
+    spread = float(np.sqrt(np.mean(pairs.centre(theta[lay.v]) ** 2)))
+    theta[lay.s_v] = np.log(max(spread, 1e-2))
+    result = density.find_map(theta, fix_sigma=True, fix_tau=True)
+    for _ in range(max_steps):
+        theta = result.theta.copy()
+        sigma = density.sigma(theta)
+        weights = density.pair_weights(theta)
+        v = theta[lay.v]
+        h = density.prior_curvature(pairs.centre(v), sigma)
+        dv, _ = gaussian_draws(pairs, weights, h, draws, rng)
+        second = np.mean(pairs.centre(v + dv) ** 2)
+        new_sigma = max(float(np.sqrt(second)), 1e-2)
+        theta[lay.s_v] = np.log(new_sigma)
+        result = density.find_map(theta, fix_sigma=True, fix_tau=True)
+        if abs(np.log(new_sigma / sigma)) < tol:
             break
     return result
 

@@ -34,6 +34,7 @@ from ._density import (
     PairDensity,
     Whitening,
     binomial_loglik,
+    empirical_bayes_sigma,
     empirical_bayes_tau,
     whitening,
 )
@@ -106,7 +107,15 @@ class PairModel:
         # The whitening always comes from the equilibrium curvature at its MAP: it is the
         # shape of V's posterior whenever τ_A is small, and a fine scaling otherwise.
         eq_density = PairDensity(pairs, self.model_config, nonequilibrium=False)
-        eq_map = eq_density.find_map()
+        if eq_density.layout.fitted_sigma:
+            # Start σ_V's empirical-Bayes EM from the wide-prior MAP (the joint mode of a
+            # fitted scale collapses to σ_V → 0).
+            wide = PairDensity(pairs, {**self.model_config, "V_prior": "wide"}, False)
+            start = eq_density.initial()
+            start[: pairs.n_states] = wide.find_map().theta
+            eq_map = empirical_bayes_sigma(eq_density, start, np.random.default_rng(0))
+        else:
+            eq_map = eq_density.find_map()
         sigma = eq_density.sigma(eq_map.theta)
         self.gauge_scale = sigma
         self.density = PairDensity(pairs, self.model_config, self.nonequilibrium, sigma)
@@ -117,7 +126,7 @@ class PairModel:
             rng = np.random.default_rng(0)
             self.map_result = empirical_bayes_tau(self.density, start, rng)
         else:
-            self.map_result = eq_density.find_map(eq_map.theta)
+            self.map_result = eq_density.find_map(eq_map.theta, fix_sigma=True)
         self.eq_theta = eq_map.theta
         # a = a* + a_scale z_a − a_shift ⊙ E(V − V*): identity unless whitened (below).
         self.a_map = np.zeros(pairs.n_pairs)
