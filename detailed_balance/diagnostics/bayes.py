@@ -650,6 +650,7 @@ def bayes_verdict(
             )
         if flagged_pairs and not fired:
             reasons.append(f"{flagged_pairs} pairs flagged but no loop-level evidence")
+    downhill = bayes_downhill(eq_result, ci=ci)
     evidence = {
         "verdict": verdict,
         "tau_A": tau_a_summary(neq_result, ci),
@@ -664,7 +665,8 @@ def bayes_verdict(
         "n_cycles": n_cycles,
         "fdr": fdr,
         "ci": ci,
-        "downhill_fraction": bayes_downhill(eq_result, ci=ci),
+        "downhill_fraction": {k: downhill[k] for k in ("mean", "lower", "upper")},
+        "downhill_moves": downhill["n"],
         "potential_spread": bayes_potential_spread(eq_result, ci=ci),
         "high_pareto_k": loo["high_pareto_k"],
         "methods": methods,
