@@ -37,7 +37,8 @@ from detailed_balance.simulation import load_peer_matrix, simulate, simulate_fro
 
 pytestmark = pytest.mark.slow
 
-PEER = Path("/work/shared/peer-data/deeptime_P_rev_251x251.dat")
+# shared/ sits beside the repository (here and in CI's fresh clone)
+PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "deeptime_P_rev_251x251.dat"
 CI = 0.9
 N_STATES = 300
 TRANSITIONS = 30_000  # 100 calls per state

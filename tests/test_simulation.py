@@ -28,9 +28,8 @@ from detailed_balance.simulation import (
     stationary_distribution,
 )
 
-PEER = Path("/work/shared/peer-data/deeptime_P_rev_251x251.dat")
-if not PEER.exists():  # a fresh clone elsewhere: the file sits next to the repository
-    PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / PEER.name
+# shared/ sits beside the repository (here and in CI's fresh clone)
+PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "deeptime_P_rev_251x251.dat"
 
 
 def _log_t(sim: Simulation, sources, targets) -> np.ndarray:
