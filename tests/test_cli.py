@@ -56,9 +56,10 @@ def test_check_json_contract(simulated, capsys):
     assert payload["detailed_balance"]["pearson_r"] > 0.8
     assert 0.5 < payload["detailed_balance"]["chi2_ndf"] < 2.0
     assert payload["loops"]["n"] > 10 and payload["loops"]["chi2_ndf"] < 2.0
-    assert payload["downhill"]["down"] + payload["downhill"]["up"] + payload["downhill"][
-        "flat"
-    ] == payload["downhill"]["n"]
+    assert (
+        payload["downhill"]["down"] + payload["downhill"]["up"] + payload["downhill"]["flat"]
+        == payload["downhill"]["n"]
+    )
     # the simulated truth has V ~ N(0, 1)
     assert payload["potential_fit"]["sigma"] == pytest.approx(1.0, abs=0.25)
 
@@ -94,7 +95,14 @@ def test_missing_file_and_unknown_reference(tmp_path, simulated, capsys):
     assert main(["check", str(tmp_path / "nope.csv")]) == 2
     assert "no such file" in capsys.readouterr().err
     code = main(
-        ["fit", str(simulated / "transitions.csv"), "--reference", "zzz", "--out", "x.csv"]
+        [
+            "fit",
+            str(simulated / "transitions.csv"),
+            "--reference",
+            "zzz",
+            "--out",
+            str(tmp_path / "x.csv"),
+        ]
     )
     assert code == 2
     assert "unknown --reference state 'zzz'" in capsys.readouterr().err
