@@ -47,9 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", help="LLM whose β is fixed at 1 (default: most calls)")
     parser.add_argument(
         "--verdicts",
-        choices=("advi", "nuts", "map", "none"),
-        default="advi",
-        help="how each LLM's own eq/non-eq models are fitted for its verdict (default advi)",
+        choices=("auto", "map", "nuts", "advi", "none"),
+        default="auto",
+        help="how each LLM's own eq/non-eq models are fitted for its verdict (default auto: "
+        "MAP + Laplace, calibrated; nuts for the final word)",
     )
 
 

@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--other-method",
-        choices=("advi", "nuts", "map"),
-        default="advi",
-        help="how the other model of the verdict is fitted (default advi)",
+        choices=("auto", "map", "nuts", "advi"),
+        default="auto",
+        help="how the other model of the verdict is fitted (default auto: MAP + Laplace)",
     )
     parser.add_argument("--ci", type=float, default=0.9, help="credible interval (default 0.9)")
     parser.add_argument("--seed", type=int, default=0)

@@ -154,7 +154,7 @@ def compare_llms(
     seed: int = 1,
     ci: float = 0.9,
     model_config: dict[str, Any] | None = None,
-    verdict_method: str | None = "advi",
+    verdict_method: str | None = "auto",
     progressbar: bool = False,
     discovery: dict[str, pd.DataFrame] | None = None,
     log: Callable[[str], None] = lambda _: None,
@@ -162,8 +162,8 @@ def compare_llms(
     """Fit the hierarchy over all LLMs and gather the per-LLM table.
 
     verdict_method: how each LLM's own equilibrium / non-equilibrium pair is fitted for its
-    detailed-balance verdict (`diagnostics.bayes_check`; "advi" by default, "nuts" for the final
-    word), or None to skip verdicts. discovery: real discovery curves (``calls, distinct`` per
+    detailed-balance verdict (`diagnostics.bayes_check`; "auto" (MAP + Laplace, calibrated) by default,
+    "nuts" for the final word; ADVI underestimates τ_A), or None to skip verdicts. discovery: real discovery curves (``calls, distinct`` per
     LLM, e.g. from the run store); default: rarefaction curves from the counts.
     """
     model = HierarchicalModel(model_config)

@@ -37,7 +37,7 @@ def run_compare_demo(
         chains=2,
         seed=seed + 1,
         model_config={"reference": "llm-warm"},
-        verdict_method="advi",
+        verdict_method="auto",
         log=log,
     )
     doc, summary = comparison_document(comparison)

@@ -130,7 +130,7 @@ def state_table(result: Any, data: Transitions, ci: float = 0.9) -> pd.DataFrame
 
 
 def compute_evidence(
-    result: Any, data: Transitions, *, other_method: str = "advi", seed: int = 0, ci: float = 0.9
+    result: Any, data: Transitions, *, other_method: str = "auto", seed: int = 0, ci: float = 0.9
 ) -> Verdict:
     """`bayes_check` with this fit in its slot and the other model fitted here."""
     return bayes_check(data, result, method=other_method, seed=seed, ci=ci, return_verdict=True)
@@ -141,7 +141,7 @@ def build_report(
     data: Transitions | None = None,
     *,
     evidence: Verdict | None = None,
-    other_method: str = "advi",
+    other_method: str = "auto",
     seed: int = 0,
     ci: float = 0.9,
     source: str = "",
