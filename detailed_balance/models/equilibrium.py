@@ -26,7 +26,7 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
-from detailed_balance.data import DataError, Transitions
+from detailed_balance.data import Transitions
 
 from ._density import (
     A_PAIRS,
@@ -334,10 +334,4 @@ def _centre(values, pairs: PairData):
     return values - means[pairs.component]
 
 
-__all__ = [
-    "EquilibriumModel",
-    "NonEquilibriumModel",
-    "PairModel",
-    "DataError",
-    "model_from_name",
-]
+__all__ = ["EquilibriumModel", "NonEquilibriumModel", "PairModel", "model_from_name"]
