@@ -1,6 +1,12 @@
-"""Potential estimators: the paper's least-action fit (and, later, the PyMC models)."""
+"""Potential estimators: the paper's least-action fit, the PyMC pair models (equilibrium,
+non-equilibrium, feature potential) and the multi-LLM hierarchy.
 
-from .equilibrium import EquilibriumModel, NonEquilibriumModel, PairModel
+`PairData`, `pair_data`, `gaussian_draws` and `model_from_name` are the pieces the sampling
+package builds on (public here so nothing imports this package's private modules)."""
+
+from ._density import gaussian_draws
+from ._pairs import PairData, pair_data
+from .equilibrium import EquilibriumModel, NonEquilibriumModel, PairModel, model_from_name
 from .features import FeatureLeastAction, FeaturePotentialModel, feature_least_action
 from .least_action import LeastActionResult, kernel_values, least_action, summed_action
 
@@ -11,6 +17,10 @@ __all__ = [
     "feature_least_action",
     "NonEquilibriumModel",
     "PairModel",
+    "PairData",
+    "gaussian_draws",
+    "model_from_name",
+    "pair_data",
     "LeastActionResult",
     "kernel_values",
     "least_action",

@@ -28,9 +28,7 @@ import pymc as pm
 import xarray as xr
 
 from detailed_balance.data import Transitions
-from detailed_balance.models._density import gaussian_draws
-from detailed_balance.models._pairs import PairData
-from detailed_balance.models.equilibrium import PairModel
+from detailed_balance.models import PairData, PairModel, gaussian_draws
 
 from .result import BayesFit, data_group, provenance
 

@@ -18,8 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from detailed_balance.data import Transitions
-from detailed_balance.models._pairs import pair_data
-from detailed_balance.models.equilibrium import PairModel, model_from_name
+from detailed_balance.models import PairModel, model_from_name, pair_data
 
 
 class FitFileError(ValueError):
