@@ -9,13 +9,19 @@ Baseline = bare ``litellm.acompletion`` calls with an ``asyncio.Semaphore(64)``,
 prompts, no agent, no parsing, no store. Harness overhead per call = (collector CPU time −
 baseline CPU time) / calls, CPU time of the whole process (less sensitive than wall time to
 other work on a shared machine). The collector rows also show the store's fsync policy
-(synchronous=NORMAL, the default, vs FULL). Run: ``python benchmarks/collector.py [--calls 3000]``.
+(synchronous=NORMAL, the default, vs FULL).
+
+The "litellm defaults" rows undo, one at a time, what `client` does for simulated calls (the
+provider reporting its own cost, litellm's internal-sub-call context that skips its success
+logging, the inline executor for litellm's synchronous half), measured in the same run: the
+before/after of those settings. Run: ``python benchmarks/collector.py [--calls 3000]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -29,7 +35,7 @@ import litellm  # noqa: E402
 from fault_server import FaultServer  # noqa: E402
 from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER  # noqa: E402
 
-from detailed_balance.agents import RunStore, SimulatedLLM, collect  # noqa: E402
+from detailed_balance.agents import RunStore, SimulatedLLM, client, collect_async  # noqa: E402
 from detailed_balance.agents import word100 as w  # noqa: E402
 from detailed_balance.agents.simulated import register_price  # noqa: E402
 
@@ -84,13 +90,33 @@ def bare_loopback(api_base: str, calls: int) -> Timer:
     return timer
 
 
-def collector(model: str, calls: int, store: Path, fsync: str, **kwargs) -> Timer:
+def collector(
+    model: str, calls: int, store: Path, fsync: str, inline: bool = True, **kwargs
+) -> Timer:
+    """The collector as `collect` runs it (``inline=False``: on a plain `asyncio.run` loop,
+    so litellm's synchronous half goes through the default thread pool as before)."""
     with RunStore(store, fsync=fsync) as run_store, Timer() as timer:
-        result = collect(
+        coroutine = collect_async(
             "word100", model, calls, store=run_store, concurrency=CONCURRENCY, **kwargs
         )
+        result = client.run(coroutine) if inline else asyncio.run(coroutine)
     assert result.completed == calls, result
     return timer
+
+
+def litellm_defaults(sim: SimulatedLLM, calls: int, store: Path, undo: set[str]) -> Timer:
+    """The collector with some of `client`'s settings for simulated calls undone: ``cost``
+    (litellm prices the calls), ``logging`` (litellm's success logging runs), ``inline``
+    (litellm's synchronous half hops to a worker thread)."""
+    sim.report_cost = "cost" not in undo
+    context = client._simulated_call_context
+    if "logging" in undo:
+        client._simulated_call_context = lambda model: contextlib.nullcontext()
+    try:
+        return collector(sim.model, calls, store, "normal", "inline" not in undo, simulator=sim)
+    finally:
+        sim.report_cost = True
+        client._simulated_call_context = context
 
 
 def harness_only(sim: SimulatedLLM, calls: int, store: Path) -> Timer:
@@ -133,9 +159,18 @@ def main() -> None:
     rows = []
     t_bare = best(lambda: bare_simulated(sim, n))
     rows.append(("simulated", "bare litellm.acompletion (baseline)", t_bare, t_bare))
+    steps = [
+        ({"cost", "logging", "inline"}, "collector, litellm defaults (before)"),
+        ({"logging", "inline"}, "… + provider reports its cost"),
+        ({"inline"}, "… + no litellm success logging"),
+    ]
+    for undo, what in steps:
+        t = best(lambda undo=undo: litellm_defaults(sim, n, _fresh(tmp), undo))
+        rows.append(("simulated", what, t, t_bare))
     for fsync in ("normal", "full"):
         t = best(lambda fsync=fsync: collector(sim.model, n, _fresh(tmp), fsync, simulator=sim))
-        rows.append(("simulated", f"collector, store synchronous={fsync.upper()}", t, t_bare))
+        label = "… + inline executor = collector now" if fsync == "normal" else "collector now"
+        rows.append(("simulated", f"{label}, store synchronous={fsync.upper()}", t, t_bare))
     t = best(lambda: harness_only(sim, n, _fresh(tmp)))
     rows.append(("none (stub)", "collector with litellm.acompletion stubbed out", t, None))
     with FaultServer(["ok"]) as server:

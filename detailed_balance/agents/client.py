@@ -13,16 +13,39 @@ Keys come only from the environment (litellm's usual variables, or `api_key=` fr
 own environment lookup). Every error text leaving this module passes through `redact`, which
 removes the values of key-like environment variables and anything shaped like a bearer token,
 because providers (or a hostile server) may echo the key back in an error body.
+
+Per-call CPU (issue 4, Performance). litellm spends ~2 ms of CPU per call on its normal path;
+for the in-process simulated LLM (``simulated/…``), and only there, this module cuts that
+without leaving litellm's call path and without touching litellm globals:
+
+* the simulated provider stamps the response's cost itself (0, or its `price_per_token`), so
+  litellm's cost calculator uses it instead of searching its price map (calls with per-call
+  prices, ``input_cost_per_token``/``output_cost_per_token``, are still priced by litellm);
+* simulated calls run inside litellm's ``internal_sub_call`` context, which skips its success
+  and failure logging (payload building, callbacks, cost diagnostics): we are the caller
+  that records and bills these calls, in our own store. A private litellm helper, so when it
+  is missing (another litellm version) the calls simply log as usual;
+* `run` (used by the synchronous `collect`) gives the event loop it owns an
+  `InlinePreludeExecutor`: litellm hands the synchronous half of every ``acompletion`` to the
+  loop's default executor; for simulated calls that half only builds the request and the
+  provider's coroutine, so it runs inline instead of hopping to a worker thread and back
+  (thread wake-ups and GIL hand-offs). Everything else submitted to that executor (DNS
+  look-ups, real providers' calls, other libraries) still goes to its threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
 import os
 import random
 import re
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -57,6 +80,58 @@ def redact_known(text: str | None, secrets: list[str]) -> str | None:
         if value in text:
             text = text.replace(value, REDACTED)
     return _SECRET_SHAPES.sub(REDACTED, text) if ("sk-" in text or "Bearer" in text) else text
+
+
+SIMULATED_PREFIX = "simulated/"
+# True while this task is inside a simulated call: `InlinePreludeExecutor` reads it at submit.
+_INLINE_PRELUDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "detailed_balance_inline_prelude", default=False
+)
+
+
+class InlinePreludeExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool that runs work submitted from inside a simulated call inline.
+
+    litellm's ``acompletion`` runs its synchronous half with ``loop.run_in_executor(None, …)``;
+    for the simulated provider that half does no I/O (it returns the provider's coroutine),
+    so a round trip through a worker thread costs more than the work. Submissions from any
+    other context go to the pool's threads as usual.
+    """
+
+    def submit(self, fn, /, *args, **kwargs):  # noqa: D102 - Executor.submit
+        if not _INLINE_PRELUDE.get():
+            return super().submit(fn, *args, **kwargs)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+            future.set_exception(exc)
+        return future
+
+
+def run[T](coroutine: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(coroutine)` on a new loop whose default executor is `InlinePreludeExecutor`.
+
+    Only a loop we create gets it (a caller's own loop keeps its executor).
+    """
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(InlinePreludeExecutor(thread_name_prefix="detailed-balance"))
+        return await coroutine
+
+    return asyncio.run(main())
+
+
+def _simulated_call_context(model: str) -> contextlib.AbstractContextManager:
+    """litellm's "internal sub-call" context for simulated models (no litellm logging), else none."""
+    if not model.startswith(SIMULATED_PREFIX):
+        return contextlib.nullcontext()
+    try:
+        from litellm._internal_context import internal_sub_call
+    except ImportError:  # pragma: no cover - other litellm versions: log as usual
+        return contextlib.nullcontext()
+    return internal_sub_call()
 
 
 class AuthenticationFailed(Exception):
@@ -194,6 +269,7 @@ async def complete(
 
     _quiet_litellm()
     secrets = (api_key,) if api_key else ()
+    simulated = model.startswith(SIMULATED_PREFIX)
     start = time.perf_counter()
     last_error = None
     for attempt in range(first_attempt, first_attempt + policy.retries + 1):
@@ -204,16 +280,18 @@ async def complete(
             kwargs["api_base"] = api_base
         if api_key:
             kwargs["api_key"] = api_key
+        token = _INLINE_PRELUDE.set(simulated)
         try:
-            response = await litellm.acompletion(
-                model=model,
-                messages=messages,
-                timeout=timeout,
-                num_retries=0,
-                max_retries=0,
-                metadata={"call": call, "attempt": attempt},
-                **kwargs,
-            )
+            with _simulated_call_context(model):
+                response = await litellm.acompletion(
+                    model=model,
+                    messages=messages,
+                    timeout=timeout,
+                    num_retries=0,
+                    max_retries=0,
+                    metadata={"call": call, "attempt": attempt},
+                    **kwargs,
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every provider failure is classified below
@@ -229,6 +307,8 @@ async def complete(
                 break
             await asyncio.sleep(policy.delay(attempt - first_attempt, _retry_after(exc), rng))
             continue
+        finally:
+            _INLINE_PRELUDE.reset(token)
         return _outcome(response, start, attempt + 1)
     return CallOutcome(None, 0, 0, 0.0, time.perf_counter() - start, attempt + 1, last_error)
 

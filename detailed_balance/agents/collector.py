@@ -178,8 +178,9 @@ async def collect_async(
 
 
 def collect(agent: Agent | str, model: str, calls: int, **kwargs) -> CollectResult:
-    """Synchronous `collect_async` (runs its own event loop)."""
-    return asyncio.run(collect_async(agent, model, calls, **kwargs))
+    """Synchronous `collect_async` (runs its own event loop, see `client.run`: simulated calls
+    skip litellm's worker-thread hop there)."""
+    return client.run(collect_async(agent, model, calls, **kwargs))
 
 
 async def _collect(

@@ -137,7 +137,11 @@ class SimulatedLLM:
     garbage: Sequence[str] = ("(no answer)",)
     seed: int = 0
     faults: Faults = field(default_factory=Faults)
+    # USD per token (in and out) that the provider reports as each call's cost; with
+    # report_cost=False litellm's cost tracking prices the calls from its price map instead
+    # (slower; `register_price` registers 0 for simulated models).
     price_per_token: float = 0.0
+    report_cost: bool = True
     _counter: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     def __post_init__(self) -> None:
@@ -471,13 +475,25 @@ def _provider():
                 )
             text = sim.answer(messages, call)
             prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
+            tokens_in, tokens_out = prompt_chars // 4 + 1, len(text) // 4 + 1
             model_response.choices[0].message.content = text
             model_response.model = model
             model_response.usage = litellm.Usage(
-                prompt_tokens=prompt_chars // 4 + 1,
-                completion_tokens=len(text) // 4 + 1,
-                total_tokens=prompt_chars // 4 + len(text) // 4 + 2,
+                prompt_tokens=tokens_in,
+                completion_tokens=tokens_out,
+                total_tokens=tokens_in + tokens_out,
             )
+            params = litellm_params or {}
+            priced_per_call = any(
+                params.get(key) is not None
+                for key in ("input_cost_per_token", "output_cost_per_token")
+            )
+            if sim.report_cost and not priced_per_call:
+                # The provider knows its price: litellm then uses this cost instead of
+                # searching its price map (a large share of its per-call work). Calls that
+                # pass their own per-token prices are still priced by litellm.
+                cost = sim.price_per_token * (tokens_in + tokens_out)
+                model_response._hidden_params["response_cost"] = cost
             return model_response
 
     return SimulatedProvider()
