@@ -257,10 +257,12 @@ def test_retry_after_from_a_real_429():
 @pytest.mark.slow
 def test_fault_server_run_accounts_for_every_call(tmp_path):
     schedule = ["ok", "429", "ok", "500", "ok", "hang", "ok", "malformed", "ok", "empty", "ok"]
-    with FaultServer(schedule, retry_after=0.02, hang_seconds=0.8) as server:
+    # Timeout well above a loaded machine's answer time, hang well above the timeout, and
+    # enough retries that no call can exhaust them on the cyclic fault schedule.
+    with FaultServer(schedule, retry_after=0.02, hang_seconds=2.0) as server:
         result = collect("word100", "openai/fake-model", 120, store=tmp_path / "f.db",
                          api_base=server.api_base, api_key="sk-local-test-000000", run_id="f",
-                         timeout=0.4, backoff=0.01, concurrency=6)  # fmt: skip
+                         timeout=1.0, retries=12, backoff=0.01, concurrency=6)  # fmt: skip
         served = dict(server.served)
     assert result.completed == 120 and result.errors == 0
     with RunStore(tmp_path / "f.db") as store:
