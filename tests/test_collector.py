@@ -362,3 +362,18 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path):
     with sqlite3.connect(db) as con:
         ids = sorted(r[0] for r in con.execute("SELECT call_id FROM calls"))
     assert ids == list(range(600))
+
+
+def test_run_config_in_the_store_holds_no_credentials(tmp_path):
+    """Options the user passes through (extra litellm params, an api_base with a query key)
+    reach the store's config column redacted."""
+    sim = SimulatedLLM.word100(states=12, seed=5)
+    secret = "AIza" + "Q" * 30  # a Google-style key shape
+    collect(
+        "word100", sim.model, 20, store=tmp_path / "c.db", run_id="c", simulator=sim,
+        params={"aws_secret_access_key": "s3cr3t-value-123", "metadata": {"note": secret}},
+    )  # fmt: skip
+    dump = "\n".join(sqlite3.connect(tmp_path / "c.db").iterdump())
+    assert "s3cr3t-value-123" not in dump and secret not in dump
+    assert dump.count("[REDACTED]") >= 2
+    assert cl.redact_known(f"answer {secret}", []) == "answer [REDACTED]"

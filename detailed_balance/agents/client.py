@@ -79,7 +79,29 @@ def redact_known(text: str | None, secrets: list[str]) -> str | None:
     for value in secrets:
         if value in text:
             text = text.replace(value, REDACTED)
-    return _SECRET_SHAPES.sub(REDACTED, text) if ("sk-" in text or "Bearer" in text) else text
+    if any(prefix in text for prefix in _SECRET_PREFIXES):
+        return _SECRET_SHAPES.sub(REDACTED, text)
+    return text
+
+
+_SECRET_PREFIXES = ("sk-", "Bearer", "AIza", "xai-", "gsk_")
+# Option names whose values are credentials (extra litellm params, headers).
+_SECRET_OPTION = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH)", re.IGNORECASE)
+
+
+def redact_options(options: object, extra: tuple[str, ...] = ()) -> object:
+    """A JSON-able copy of run options with credential-named entries and secret values
+    replaced by ``[REDACTED]`` (for the run store's config column)."""
+    if isinstance(options, dict):
+        return {
+            k: REDACTED if _SECRET_OPTION.search(str(k)) else redact_options(v, extra)
+            for k, v in options.items()
+        }
+    if isinstance(options, list | tuple):
+        return [redact_options(v, extra) for v in options]
+    if isinstance(options, str):
+        return redact(options, extra)
+    return options
 
 
 SIMULATED_PREFIX = "simulated/"

@@ -201,6 +201,8 @@ async def _collect(
     config["agent"] = agent.describe
     if sim is not None:
         config["simulator"] = sim.describe()
+    # extra litellm params or an api_base with a query key may carry credentials
+    config = client.redact_options(config, (api_key,) if api_key else ())
     info = store.start_run(
         run_id, agent=agent.name, model=model, llm=llm, calls=opts.calls, seed=opts.seed,
         config=config, resume=resume,
