@@ -12,6 +12,12 @@ from detailed_balance.data import Transitions, read_transitions
 def add_data_arguments(parser: argparse.ArgumentParser, *, nargs: str | None = None) -> None:
     """`DATA` and `--visits uniform|outgoing|VISITS.csv` (+ `--calls`, `--min-visits`, `--llm`)."""
     parser.add_argument("data", metavar="DATA", nargs=nargs, help="transition data file")
+    add_visits_arguments(parser)
+    parser.add_argument("--llm", help="the LLM to analyse when the data holds several")
+
+
+def add_visits_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--visits uniform|outgoing|VISITS.csv`, `--calls` and `--min-visits` (read by `load_data`)."""
     parser.add_argument(
         "--visits",
         metavar="uniform|outgoing|VISITS.csv",
@@ -26,7 +32,6 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, nargs: str | None = N
         default=1,
         help="with --visits outgoing, drop states with at most this many visits (default 1)",
     )
-    parser.add_argument("--llm", help="the LLM to analyse when the data holds several")
 
 
 def sibling_visits(path: Path) -> Path | None:

@@ -14,19 +14,13 @@ from pathlib import Path
 
 from detailed_balance.cli import UserError
 
-from ._common import load_data
+from ._common import add_visits_arguments, load_data
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("fit", metavar="FIT.nc", help="a fit saved by `detailed-balance fit`")
     parser.add_argument("--data", metavar="DATA", help="transition data (default: the fit's own)")
-    parser.add_argument(
-        "--visits",
-        metavar="uniform|outgoing|VISITS.csv",
-        help="with --data: visits convention or table (as in `fit`)",
-    )
-    parser.add_argument("--calls", type=float, help="with --visits uniform: total LLM calls")
-    parser.add_argument("--min-visits", type=float, default=1)
+    add_visits_arguments(parser)  # apply with --data
     parser.add_argument(
         "-o", "--out", default="report.html", help="HTML path (default report.html)"
     )
