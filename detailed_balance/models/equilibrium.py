@@ -13,7 +13,7 @@ loop affinities Σ A around the observed 3-cycles are reported (gauge-free).
 Lifecycle (as in pymc-marketing): ``__init__`` stores `model_config` (priors) merged over the
 defaults; `build_model(data)` builds the `pm.Model` (and the MAP and whitening it needs);
 `detailed_balance.sampling.fit` samples. V is sampled in whitened coordinates
-V = V* + B z (see `_density.Whitening`); the reported `V` is gauge-fixed (see `_pairs`).
+V = V* + B z (see `_whiten.Whitening`); the reported `V` is gauge-fixed (see `_pairs`).
 """
 
 from __future__ import annotations
@@ -32,14 +32,13 @@ from ._density import (
     A_PAIRS,
     MapResult,
     PairDensity,
-    Whitening,
     binomial_loglik,
     empirical_bayes_sigma,
     empirical_bayes_tau,
-    whitening,
 )
 from ._loglik import pair_loglik
 from ._pairs import PairData, pair_data
+from ._whiten import Whitening, ilu_whitening
 
 V_PRIORS = ("wide", "normal", "student_t")
 TAU_PRIORS = ("halfnormal", "halfcauchy")
@@ -57,8 +56,8 @@ class PairModel:
         "V_nu": 3.0,  # Student-t degrees of freedom
         "reference": None,  # report V relative to this state (in its component)
         "parameterization": "whitened",  # whitened (Laplace-preconditioned) or direct
-        "dense_limit": 600,  # components up to this size are whitened exactly
-        "low_rank": 16,  # softest modes corrected in larger components
+        "ilu_drop_tol": 0.03,  # incomplete-factor drop tolerance of the whitening (0: exact)
+        "ilu_fill": 5.0,  # its fill factor (nonzeros of the factor / of the curvature)
     }
 
     def __init__(self, model_config: dict[str, Any] | None = None) -> None:
@@ -74,6 +73,8 @@ class PairModel:
         if "tau_A_prior" in config:
             _check_choice("tau_A_prior", config["tau_A_prior"], TAU_PRIORS)
             _check_choice("A_pairs", config["A_pairs"], A_PAIRS)
+        if not float(config["ilu_drop_tol"]) >= 0 or not float(config["ilu_fill"]) >= 1:
+            raise ValueError("model_config needs ilu_drop_tol >= 0 and ilu_fill >= 1.")
         for key in ("V_scale", "V_nu", "tau_A_scale"):
             if key in config and not float(config[key]) > 0:
                 raise ValueError(f"model_config[{key!r}] must be > 0, got {config[key]!r}.")
@@ -132,9 +133,11 @@ class PairModel:
         self.a_map = np.zeros(pairs.n_pairs)
         self.a_scale = np.ones(pairs.n_pairs)
         self.a_shift = np.zeros(pairs.n_pairs)
+        self.v_centre = eq_map.theta[: pairs.n_states]
         if not whiten:
             self.whitening = None
         elif self.model_config["parameterization"] == "direct":
+            self.v_centre = np.zeros(pairs.n_states)
             self.whitening = Whitening.identity(pairs.n_states)
         else:
             hessian = eq_density.v_hessian(eq_map.theta)
@@ -152,13 +155,12 @@ class PairModel:
                 self.a_map = theta[self.density.layout.a]
                 self.a_scale = np.sqrt(shrink)
                 self.a_shift = tau * w * shrink
-            self.whitening = whitening(
+            self.v_centre = centre
+            self.whitening = ilu_whitening(
                 hessian,
-                pairs.component,
                 centre,
-                int(self.model_config["dense_limit"]),
-                int(self.model_config["low_rank"]),
-                np.bincount(pairs.component[pairs.i], minlength=pairs.n_components),
+                float(self.model_config["ilu_drop_tol"]),
+                float(self.model_config["ilu_fill"]),
             )
         return pairs
 
@@ -178,11 +180,7 @@ class PairModel:
         density = self.density
         with pm.Model(coords=self.coords(pairs)) as model:
             z = pm.Flat("V_white", dims="latent")
-            v_raw = white.centre + pt.zeros(pairs.n_states)[white.rows].inc(
-                white.values * z[white.cols]
-            )
-            if len(white.coef):
-                v_raw = v_raw + pt.dot(white.basis, white.coef * pt.dot(white.basis_in.T, z))
+            v_raw = white.centre + white.deviation(z)
             centred = _centre(v_raw, pairs)
             sigma = self._sigma_prior()
             pm.Potential("V_prior", self._v_prior(centred, sigma, density.dof))
@@ -228,7 +226,7 @@ class PairModel:
         if "sigma_V_log__" in point:
             parts.append(np.atleast_1d(point["sigma_V_log__"]))
         if self.nonequilibrium:
-            dv = v - self.whitening.centre
+            dv = v - self.v_centre
             a = (
                 self.a_map
                 + self.a_scale * np.asarray(point["A_white"], float)
@@ -292,7 +290,7 @@ class NonEquilibriumModel(PairModel):
             tau = pm.HalfNormal("tau_A", sigma=scale)
         # Non-centred a ~ N(0, 1), sampled in whitened coordinates (see `prepare`).
         z_a = pm.Flat("A_white", dims="pair")
-        dv = v_raw - self.whitening.centre
+        dv = v_raw - self.v_centre
         a = self.a_map + self.a_scale * z_a - self.a_shift * (dv[pairs.i] - dv[pairs.j])
         pm.Potential("A_prior", -0.5 * pt.sum(a**2))
         antisym = pm.Deterministic("A", tau * a * self.density.a_mask, dims="pair")
