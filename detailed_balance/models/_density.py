@@ -15,8 +15,10 @@ Terms (x_p = log(N_f/N_g) + V_f − V_g + τ_A a_p for pair p = (f, g), m = n_fg
 - non-equilibrium: a ~ Normal(0, 1), τ_A ~ HalfNormal / HalfCauchy(tau_A_scale).
 
 Curvature. At the MAP the Hessian of −log p in V is the weighted graph Laplacian
-L_w (w_p = m σ(x)(1 − σ(x))) plus the prior's curvature h on the diagonal; `Whitening` turns
-it into a fixed linear map V = V* + B z under which the posterior in z is close to N(0, I).
+L_w (w_p = m σ(x)(1 − σ(x))) plus the prior's curvature h on the diagonal. A whitening turns
+it into a fixed linear map V = V* + B z under which the posterior in z is close to N(0, I):
+the pair models use `_whiten` (incomplete sparse factor), the feature model still uses
+`BlockWhitening` here (dense blocks on small components, Jacobi + low rank on large ones).
 """
 
 from __future__ import annotations
@@ -475,7 +477,7 @@ def gaussian_draws(
 
 
 @dataclass
-class Whitening:
+class BlockWhitening:
     """V_raw = centre + B z with B = blocks (COO: exact Cholesky of small components, the
     diagonal D^-½ of large ones) + low rank (D^-½ U (λ^-½ − 1) Uᵀ D^-½ ... on large ones).
 
@@ -501,7 +503,7 @@ class Whitening:
         return out
 
     @classmethod
-    def identity(cls, k: int) -> Whitening:
+    def identity(cls, k: int) -> BlockWhitening:
         idx = np.arange(k)
         empty = np.zeros((k, 0))
         return cls(np.zeros(k), idx, idx, np.ones(k), empty, empty, np.zeros(0))
@@ -514,7 +516,7 @@ def whitening(
     dense_limit: int = 600,
     low_rank: int = 16,
     pairs_per_component: np.ndarray | None = None,
-) -> Whitening:
+) -> BlockWhitening:
     """Build the whitening map from the Hessian (K × K, block-diagonal by component).
 
     A component is whitened exactly (dense triangular factor, n²/2 multiply-adds per
@@ -573,7 +575,7 @@ def whitening(
     basis = np.concatenate(bases, axis=1) if bases else np.zeros((k, 0))
     # B z = D^-½ (z + U c Uᵀ z): the input side is U (not scaled), stored as D^½-free basis.
     basis_in = basis * np.sqrt(np.where(diag > 0, diag, 1.0))[:, None]
-    return Whitening(
+    return BlockWhitening(
         centre=centre,
         rows=np.concatenate(rows).astype(np.int64),
         cols=np.concatenate(cols).astype(np.int64),

@@ -206,12 +206,18 @@ def _whiten_backward(z, scale, perm, indptr, indices, data, g_out):
 
 @numba.njit
 def _block_forward(scale, perm, indptr, indices, data, z):
-    """B₀ Z for Z (K, m), columns at once (rows contiguous)."""
-    n = z.shape[0]
-    y = z * scale.reshape(-1, 1)
+    """B₀ Z for Z (K, m), columns at once (rows contiguous, explicit loops: no temporaries)."""
+    n, m = z.shape
+    y = np.empty_like(z)
+    for r in range(n):
+        for c in range(m):
+            y[r, c] = z[r, c] * scale[r]
     for r in range(n - 1, -1, -1):
         for q in range(indptr[r], indptr[r + 1]):
-            y[r] -= data[q] * y[indices[q]]
+            d = data[q]
+            src = indices[q]
+            for c in range(m):
+                y[r, c] -= d * y[src, c]
     out = np.empty_like(y)
     for k in range(n):
         out[k] = y[perm[k]]
@@ -221,14 +227,20 @@ def _block_forward(scale, perm, indptr, indices, data, z):
 @numba.njit
 def _block_backward(scale, perm, indptr, indices, data, g):
     """B₀ᵀ G for G (K, m)."""
-    n = g.shape[0]
+    n, m = g.shape
     x = np.empty_like(g)
     for k in range(n):
         x[perm[k]] = g[k]
-    for c in range(n):
-        for q in range(indptr[c], indptr[c + 1]):
-            x[indices[q]] -= data[q] * x[c]
-    return x * scale.reshape(-1, 1)
+    for col in range(n):
+        for q in range(indptr[col], indptr[col + 1]):
+            d = data[q]
+            dst = indices[q]
+            for c in range(m):
+                x[dst, c] -= d * x[col, c]
+    for r in range(n):
+        for c in range(m):
+            x[r, c] *= scale[r]
+    return x
 
 
 _forward_jit = numba.njit(_whiten_forward)

@@ -255,7 +255,25 @@ class PairModel:
     def log_likelihood(self, posterior: xr.Dataset) -> xr.Dataset:
         """Pointwise exact binomial log-likelihood per pair (what LOO needs)."""
         pairs = self.pairs
-        values = binomial_loglik(pairs.n_fg, pairs.trials, self.logits(posterior))
+        v = posterior["V"].transpose("chain", "draw", "state").to_numpy()
+        a = (
+            posterior["A"].transpose("chain", "draw", "pair").to_numpy()
+            if "A" in posterior
+            else None
+        )
+        values = np.empty(v.shape[:2] + (pairs.n_pairs,))
+        flat_v = v.reshape(-1, v.shape[-1])
+        flat_out = values.reshape(-1, pairs.n_pairs)
+        flat_a = None if a is None else a.reshape(-1, pairs.n_pairs)
+        # In blocks of draws: the temporaries of a whole (draws × pairs) array were what set
+        # the peak memory at 10× paper scale (several GB).
+        step = max(1, 2_000_000 // max(pairs.n_pairs, 1))
+        for start in range(0, len(flat_v), step):
+            rows = slice(start, start + step)
+            x = pairs.offset + flat_v[rows][:, pairs.i] - flat_v[rows][:, pairs.j]
+            if flat_a is not None:
+                x += flat_a[rows]
+            flat_out[rows] = binomial_loglik(pairs.n_fg, pairs.trials, x)
         coords = {
             "chain": posterior["chain"],
             "draw": posterior["draw"],
