@@ -127,8 +127,18 @@ def ilu_whitening(
             factor = None  # the exact factor fills in: use the incomplete one
     if factor is None:
         factor = _factor(matrix, float(drop_tol), float(fill_factor))
-    if not np.array_equal(factor.perm_r, factor.perm_c):  # pivoting broke the symmetry
-        raise ArithmeticError("the incomplete factor of the posterior curvature pivoted")
+    if not np.array_equal(factor.perm_r, factor.perm_c):
+        # Pivoting broke the symmetry (not seen on SPD curvatures): Jacobi scaling, still valid.
+        empty = np.zeros(0, dtype=np.int64)
+        arrays = (
+            np.abs(matrix.diagonal()) ** -0.5,
+            np.arange(k, dtype=np.int64),
+            np.zeros(k + 1, dtype=np.int64),
+            empty,
+            np.zeros(0),
+        )
+        basis, coef = _soft_modes(matrix, arrays, soft_modes)
+        return Whitening(np.asarray(centre, float).copy(), *arrays, basis, coef)
     lower = sp.tril(factor.L, k=-1).tocsc()
     lower.sort_indices()
     pivots = np.abs(factor.U.diagonal())
@@ -171,7 +181,10 @@ def _soft_modes(matrix, arrays, r: int) -> tuple[np.ndarray, np.ndarray]:
 
     operator = spla.LinearOperator((k, k), matvec=whitened, dtype=float)
     start = np.random.default_rng(0).normal(size=k)
-    lam, vec = spla.eigsh(operator, k=r, which="SA", tol=1e-3, v0=start, maxiter=50 * k)
+    try:
+        lam, vec = spla.eigsh(operator, k=r, which="SA", tol=1e-3, v0=start, maxiter=50 * k)
+    except spla.ArpackNoConvergence as error:  # keep what converged (a lift is optional)
+        lam, vec = error.eigenvalues, error.eigenvectors
     keep = lam < 0.6
     return vec[:, keep], lam[keep] ** -0.5 - 1.0
 
