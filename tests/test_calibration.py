@@ -23,11 +23,11 @@ shared 2-core machine (load ≈ 5; ~3 min of CPU).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from peer_data import PEER
 from scipy.stats import spearmanr
 
 from detailed_balance.diagnostics import bayes_verdict, convergence
@@ -37,8 +37,6 @@ from detailed_balance.simulation import load_peer_matrix, simulate, simulate_fro
 
 pytestmark = pytest.mark.slow
 
-# shared/ sits beside the repository (here and in CI's fresh clone)
-PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "deeptime_P_rev_251x251.dat"
 CI = 0.9
 N_STATES = 300
 TRANSITIONS = 30_000  # 100 calls per state

@@ -8,12 +8,11 @@ potential spread of about 2.6 kT (its README).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from peer_data import PEER
 from scipy import stats
 from scipy.sparse.csgraph import connected_components
 
@@ -27,9 +26,6 @@ from detailed_balance.simulation import (
     simulate_from_matrix,
     stationary_distribution,
 )
-
-# shared/ sits beside the repository (here and in CI's fresh clone)
-PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "deeptime_P_rev_251x251.dat"
 
 
 def _log_t(sim: Simulation, sources, targets) -> np.ndarray:
