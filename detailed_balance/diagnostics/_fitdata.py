@@ -22,7 +22,6 @@ import pandas as pd
 import scipy.sparse as sp
 import xarray as xr
 from scipy.sparse.csgraph import connected_components
-from scipy.special import gammaln, log_expit
 
 SAMPLE_DIMS = ("chain", "draw")
 
@@ -254,12 +253,6 @@ def fit_arrays(result: Any) -> FitArrays:
         tree["posterior"] = tree["posterior"].to_dataset().assign(A=full_a.isel(pair=keep_index))
         fit.tree = tree
     return fit
-
-
-def binomial_logpmf(n: np.ndarray, m: np.ndarray, eta: np.ndarray) -> np.ndarray:
-    """log Binomial(n | m, logit⁻¹ η), stable for large |η|."""
-    log_choose = gammaln(m + 1) - gammaln(n + 1) - gammaln(m - n + 1)
-    return log_choose + n * log_expit(eta) + (m - n) * log_expit(-eta)
 
 
 def interval(draws: np.ndarray, ci: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -52,7 +52,6 @@ from ._fitdata import (
     FitArrays,
     FitError,
     as_tree,
-    binomial_logpmf,
     centre_by_label,
     fit_arrays,
     interval,
@@ -381,6 +380,9 @@ def log_likelihood_tree(result: Any, max_draws: int | None = None) -> xr.DataTre
         loglik = tree["log_likelihood"]["n_fg"].isel(thin).transpose("chain", "draw", ...)
         observed = tree["observed_data"].to_dataset() if "observed_data" in tree.children else None
     else:
+        # Deferred: the models package loads PyMC, which the paper checks do not need.
+        from detailed_balance.models import pointwise_loglik
+
         fit = fit_arrays(tree)
         v = fit.V().reshape(fit.n_chains, fit.n_draws, -1)[:, ::step]
         a = fit.A()
@@ -388,12 +390,9 @@ def log_likelihood_tree(result: Any, max_draws: int | None = None) -> xr.DataTre
         shape = v.shape[:2]
         v = v.reshape(-1, v.shape[-1])
         a = None if a is None else a.reshape(-1, a.shape[-1])
-        parts = []
-        for chunk in _chunks(len(v)):
-            eta = fit.log_odds(v[chunk], None if a is None else a[chunk])
-            parts.append(binomial_logpmf(fit.n_fg, fit.m, eta))
+        values = pointwise_loglik(fit.n_fg, fit.m, fit.offset, fit.pair_i, fit.pair_j, v, a)
         loglik = xr.DataArray(
-            np.concatenate(parts).reshape(*shape, -1),
+            values.reshape(*shape, -1),
             dims=("chain", "draw", "pair"),
             coords={"chain": post["chain"], "draw": post["draw"]},
         )

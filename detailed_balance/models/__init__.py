@@ -1,10 +1,10 @@
 """Potential estimators: the paper's least-action fit, the PyMC pair models (equilibrium,
 non-equilibrium, feature potential) and the multi-LLM hierarchy.
 
-`PairData`, `pair_data`, `gaussian_draws` and `model_from_name` are the pieces the sampling
-package builds on (public here so nothing imports this package's private modules)."""
+`PairData`, `pair_data`, `gaussian_draws`, `pointwise_loglik` and `model_from_name` are the pieces the sampling
+and diagnostics packages build on (public here so nothing imports this package's private modules)."""
 
-from ._density import gaussian_draws
+from ._density import gaussian_draws, pointwise_loglik
 from ._pairs import PairData, pair_data
 from .equilibrium import EquilibriumModel, NonEquilibriumModel, PairModel, model_from_name
 from .features import FeatureLeastAction, FeaturePotentialModel, feature_least_action
@@ -20,6 +20,7 @@ __all__ = [
     "PairData",
     "gaussian_draws",
     "model_from_name",
+    "pointwise_loglik",
     "pair_data",
     "LeastActionResult",
     "kernel_values",

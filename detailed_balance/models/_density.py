@@ -55,10 +55,44 @@ def softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)
 
 
-def binomial_loglik(n_fg: np.ndarray, trials: np.ndarray, logit: np.ndarray) -> np.ndarray:
-    """Exact log Binomial(n_fg | m, logit⁻¹(x)) elementwise (broadcasts over draws)."""
-    const = gammaln(trials + 1) - gammaln(n_fg + 1) - gammaln(trials - n_fg + 1)
+def binomial_loglik(
+    n_fg: np.ndarray, trials: np.ndarray, logit: np.ndarray, const: np.ndarray | None = None
+) -> np.ndarray:
+    """Exact log Binomial(n_fg | m, logit⁻¹(x)) elementwise (broadcasts over draws);
+    `const` is log C(m, n_fg) when the caller has it already (blocks of draws)."""
+    if const is None:
+        const = binomial_const(n_fg, trials)
     return const + n_fg * logit - trials * softplus(logit)
+
+
+def pointwise_loglik(
+    n_fg: np.ndarray,
+    trials: np.ndarray,
+    offset: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+    v: np.ndarray,
+    a: np.ndarray | None = None,
+) -> np.ndarray:
+    """log Binomial(n_fg | m, logit⁻¹ x) per (draw, pair), x = offset + V_f − V_g (+ A_fg),
+    for V draws `v` (D, K) and A draws `a` (D, P): what LOO needs. Computed in blocks of
+    draws, so memory is the (D, P) result plus one block's temporaries (the temporaries of a
+    whole array set the peak memory at 10× paper scale: several GB)."""
+    const = binomial_const(n_fg, trials)
+    out = np.empty((len(v), len(offset)))
+    step = max(1, 2_000_000 // max(len(offset), 1))
+    for start in range(0, len(v), step):
+        rows = slice(start, start + step)
+        x = offset + v[rows][:, i] - v[rows][:, j]
+        if a is not None:
+            x += a[rows]
+        out[rows] = binomial_loglik(n_fg, trials, x, const)
+    return out
+
+
+def binomial_const(n_fg: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    """log C(m, n_fg): the part of the binomial log-likelihood that no parameter touches."""
+    return gammaln(trials + 1) - gammaln(n_fg + 1) - gammaln(trials - n_fg + 1)
 
 
 @dataclass

@@ -76,7 +76,7 @@ class Whitening:
         z = np.asarray(z, float)
         z = z + (z @ self.basis) * self.coef @ self.basis.T
         flat = z.reshape(-1, z.shape[-1])
-        out = np.stack([_forward_jit(row, *self.arrays) for row in flat])
+        out = _block_forward(*self.arrays, np.ascontiguousarray(flat.T)).T
         return self.centre + out.reshape(z.shape)
 
     def matrix(self) -> np.ndarray:

@@ -32,9 +32,9 @@ from ._density import (
     A_PAIRS,
     MapResult,
     PairDensity,
-    binomial_loglik,
     empirical_bayes_sigma,
     empirical_bayes_tau,
+    pointwise_loglik,
 )
 from ._loglik import pair_loglik
 from ._pairs import PairData, pair_data
@@ -133,11 +133,9 @@ class PairModel:
         self.a_map = np.zeros(pairs.n_pairs)
         self.a_scale = np.ones(pairs.n_pairs)
         self.a_shift = np.zeros(pairs.n_pairs)
-        self.v_centre = eq_map.theta[: pairs.n_states]
         if not whiten:
             self.whitening = None
         elif self.model_config["parameterization"] == "direct":
-            self.v_centre = np.zeros(pairs.n_states)
             self.whitening = Whitening.identity(pairs.n_states)
         else:
             hessian = eq_density.v_hessian(eq_map.theta)
@@ -155,7 +153,6 @@ class PairModel:
                 self.a_map = theta[self.density.layout.a]
                 self.a_scale = np.sqrt(shrink)
                 self.a_shift = tau * w * shrink
-            self.v_centre = centre
             self.whitening = ilu_whitening(
                 hessian,
                 centre,
@@ -226,7 +223,7 @@ class PairModel:
         if "sigma_V_log__" in point:
             parts.append(np.atleast_1d(point["sigma_V_log__"]))
         if self.nonequilibrium:
-            dv = v - self.v_centre
+            dv = v - self.whitening.centre
             a = (
                 self.a_map
                 + self.a_scale * np.asarray(point["A_white"], float)
@@ -243,17 +240,9 @@ class PairModel:
             names.append("sigma_V")
         return names
 
-    def logits(self, posterior: xr.Dataset) -> np.ndarray:
-        """x per (chain, draw, pair) from posterior V (and A): gauge-free."""
-        pairs = self.pairs
-        v = posterior["V"].transpose("chain", "draw", "state").to_numpy()
-        x = pairs.offset + v[..., pairs.i] - v[..., pairs.j]
-        if "A" in posterior:
-            x = x + posterior["A"].transpose("chain", "draw", "pair").to_numpy()
-        return x
-
     def log_likelihood(self, posterior: xr.Dataset) -> xr.Dataset:
-        """Pointwise exact binomial log-likelihood per pair (what LOO needs)."""
+        """Pointwise exact binomial log-likelihood per pair (what LOO needs), from the
+        gauge-free logits x = log(N_f/N_g) + V_f − V_g (+ A_fg) per (chain, draw, pair)."""
         pairs = self.pairs
         v = posterior["V"].transpose("chain", "draw", "state").to_numpy()
         a = (
@@ -261,19 +250,16 @@ class PairModel:
             if "A" in posterior
             else None
         )
-        values = np.empty(v.shape[:2] + (pairs.n_pairs,))
-        flat_v = v.reshape(-1, v.shape[-1])
-        flat_out = values.reshape(-1, pairs.n_pairs)
-        flat_a = None if a is None else a.reshape(-1, pairs.n_pairs)
-        # In blocks of draws: the temporaries of a whole (draws × pairs) array were what set
-        # the peak memory at 10× paper scale (several GB).
-        step = max(1, 2_000_000 // max(pairs.n_pairs, 1))
-        for start in range(0, len(flat_v), step):
-            rows = slice(start, start + step)
-            x = pairs.offset + flat_v[rows][:, pairs.i] - flat_v[rows][:, pairs.j]
-            if flat_a is not None:
-                x += flat_a[rows]
-            flat_out[rows] = binomial_loglik(pairs.n_fg, pairs.trials, x)
+        flat = pointwise_loglik(
+            pairs.n_fg,
+            pairs.trials,
+            pairs.offset,
+            pairs.i,
+            pairs.j,
+            v.reshape(-1, v.shape[-1]),
+            None if a is None else a.reshape(-1, pairs.n_pairs),
+        )
+        values = flat.reshape(v.shape[:2] + (pairs.n_pairs,))
         coords = {
             "chain": posterior["chain"],
             "draw": posterior["draw"],
@@ -308,7 +294,7 @@ class NonEquilibriumModel(PairModel):
             tau = pm.HalfNormal("tau_A", sigma=scale)
         # Non-centred a ~ N(0, 1), sampled in whitened coordinates (see `prepare`).
         z_a = pm.Flat("A_white", dims="pair")
-        dv = v_raw - self.v_centre
+        dv = v_raw - self.whitening.centre
         a = self.a_map + self.a_scale * z_a - self.a_shift * (dv[pairs.i] - dv[pairs.j])
         pm.Potential("A_prior", -0.5 * pt.sum(a**2))
         antisym = pm.Deterministic("A", tau * a * self.density.a_mask, dims="pair")
