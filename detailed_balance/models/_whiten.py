@@ -3,9 +3,10 @@
 At the MAP the curvature of −log p in V is H = L_w + diag(h): a weighted graph Laplacian plus
 the prior's curvature. NUTS in z, with V = V* + B z and B Bᵀ ≈ H⁻¹, sees a posterior close to
 N(0, I) and needs few leapfrog steps. The exact sparse factor of H fills in badly on random
-graphs (hundreds of thousands of nonzeros at paper scale), Jacobi scaling leaves the whitened
+graphs (~240,000 nonzeros on the paper-scale core), Jacobi scaling leaves the whitened
 condition number in the hundreds (√κ ≈ 17), but an incomplete factor with a drop tolerance
-keeps about as many nonzeros as H and brings √κ to ≈ 2 (`benchmarks/bayes.py`):
+keeps about as many nonzeros as H (~24,000) and brings √κ to ≈ 1.7, ≈ 1.4 after the lift
+below (measured at paper scale, README "Benchmarks"):
 
     Pᵀ H P ≈ L D Lᵀ  (SuperLU's ILUTP in symmetric mode: L unit lower triangular)
     B₀ = P L⁻ᵀ D^-½,   i.e. V = V* + P y with Lᵀ y = D^-½ z.
