@@ -1,11 +1,13 @@
-"""The pair log-likelihood as one fused PyTensor Op (numba implementation for nutpie/ADVI).
+"""The pair models' log density as one fused PyTensor Op (numba for nutpie and ADVI).
 
-Σ_p n_fg x_p − m_p softplus(x_p) with x_p = log(N_f/N_g) + V_f − V_g + extra_p is the whole
-cost of a gradient. Written as an ordinary graph, PyTensor evaluates softplus and the sigmoid
-of its derivative separately and materialises several pair-sized temporaries; this Op does
-one pass over the pairs (one exp, one log1p each) and returns the value together with its
-gradients in V and in `extra`, which its pullback reuses. Measured ~20–25% cheaper per
-gradient at paper scale (benchmarks/bayes.py).
+A NUTS step costs one gradient of log p in the whitened coordinates z (and a, for the
+non-equilibrium model): V = V* + B z (`_whiten`), the prior of V centred per component, the
+gauge term and Σ_p n_fg x_p − m_p softplus(x_p) with x_p = log(N_f/N_g) + V_f − V_g + A_p.
+As an ordinary graph that is ~40 small PyTensor nodes, each with its own pass and
+temporaries; `PairPotential` does it in one kernel (one back substitution, one pass over the
+pairs with one exp and one log1p each, one forward substitution for Bᵀ) and returns the value
+with its gradients, which the pullback reuses. The numpy `PairDensity` (`_density`) is the
+same density in θ = (V, log σ_V, a, log τ_A) for the MAP; tests check they agree.
 """
 
 from __future__ import annotations
@@ -18,42 +20,8 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch import basic as numba_basic
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
-from scipy.special import expit
 
-
-class PairLogLik(Op):
-    """Outputs (log-likelihood, d/dV, d/dextra); only the first output is differentiated."""
-
-    __props__ = ()
-
-    def make_node(self, v, extra, offset, n_fg, trials, i, j) -> Apply:
-        floats = [
-            pt.as_tensor_variable(a).astype("float64") for a in (v, extra, offset, n_fg, trials)
-        ]
-        ints = [pt.as_tensor_variable(a).astype("int64") for a in (i, j)]
-        return Apply(self, [*floats, *ints], [pt.dscalar(), pt.dvector(), pt.dvector()])
-
-    def perform(self, node, inputs, outputs) -> None:
-        v, extra, offset, n_fg, trials, i, j = inputs
-        x = offset + v[i] - v[j] + extra
-        resid = n_fg - trials * expit(x)
-        outputs[0][0] = np.asarray(np.sum(n_fg * x - trials * np.logaddexp(0.0, x)))
-        outputs[1][0] = np.bincount(i, resid, len(v)) - np.bincount(j, resid, len(v))
-        outputs[2][0] = resid
-
-    def pullback(self, inputs, outputs, cotangents):
-        for other in cotangents[1:]:
-            if not isinstance(other.type, DisconnectedType):
-                raise NotImplementedError("only the log-likelihood output is differentiable")
-        grad = cotangents[0]
-        return [grad * outputs[1], grad * outputs[2]] + [disconnected_type() for _ in inputs[2:]]
-
-    def connection_pattern(self, node):
-        return [[True, False, False], [True, False, False]] + [[False, False, False]] * 5
-
-
-pair_loglik = PairLogLik()
-
+from ._whiten import _backward_jit, _forward_jit
 
 # exp and log1p by range reduction and polynomials the compiler can vectorise (libm's scalar
 # calls cost ~10 ns each on AVX2 machines, where numpy/numba have no SIMD float64 exp/log);
@@ -61,6 +29,8 @@ pair_loglik = PairLogLik()
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 _INV_LN2 = 1.44269504088896338700e00
+_ROUND = 6755399441055744.0  # 1.5 · 2^52
+_ROUND_BITS = int(np.array([_ROUND]).view(np.int64)[0])
 
 
 def _pair_loglik_fast(v, extra, offset, n_fg, trials, i, j):
@@ -69,12 +39,14 @@ def _pair_loglik_fast(v, extra, offset, n_fg, trials, i, j):
     for k in range(n):
         x[k] = offset[k] + v[i[k]] - v[j[k]] + extra[k]
     # e = exp(−|x|): x = m ln2 + r, |r| ≤ ln2/2, exp(r) by its degree-11 Taylor polynomial,
-    # 2^m by the exponent bits.
+    # 2^m from the exponent bits. Rounding to m by adding 1.5·2^52 leaves m in the low bits of
+    # t (no float-to-int conversion, which AVX2 cannot vectorise).
     e = np.empty(n)
-    bits = np.empty(n, dtype=np.int64)
+    t_bits = np.empty(n)
     for k in range(n):
         a = max(-abs(x[k]), -700.0)
-        m = np.floor(a * _INV_LN2 + 0.5)
+        t = a * _INV_LN2 + _ROUND
+        m = t - _ROUND
         r = (a - m * _LN2_HI) - m * _LN2_LO
         p = 1.0 / 39916800.0
         p = p * r + 1.0 / 3628800.0
@@ -88,7 +60,10 @@ def _pair_loglik_fast(v, extra, offset, n_fg, trials, i, j):
         p = p * r + 0.5
         p = p * r + 1.0
         e[k] = p * r + 1.0
-        bits[k] = (np.int64(m) + 1023) << 52
+        t_bits[k] = t
+    bits = t_bits.view(np.int64)
+    for k in range(n):
+        bits[k] = (bits[k] - _ROUND_BITS + 1023) << 52
     scale = bits.view(np.float64)
     terms = np.empty(n)
     resid = np.empty(n)
@@ -125,14 +100,176 @@ def _pair_loglik_fast(v, extra, offset, n_fg, trials, i, j):
     for k in range(n):
         grad[i[k]] += resid[k]
         grad[j[k]] -= resid[k]
-    return np.asarray(total), grad, resid
+    return total, grad, resid
 
 
 _FLAGS = {"fastmath": {"contract", "reassoc"}, "error_model": "numpy"}
 # Callable from Python (tests); the Op's numba implementation is compiled without wrappers.
-pair_loglik_jit = numba_njit(_pair_loglik_fast, **_FLAGS)
+pair_loglik_jit = numba_njit(_pair_loglik_fast, cache=True, **_FLAGS)
 
 
-@register_funcify_default_op_cache_key(PairLogLik)
-def _numba_pair_loglik(op, node, **kwargs):
-    return numba_basic.numba_njit(**_FLAGS)(_pair_loglik_fast)
+@numba_njit(cache=True, **_FLAGS)
+def pair_potential_jit(z, z_a, scalars, centre, basis, coef, scale, perm, indptr, indices, data,
+                       weights, order, comp_ptr, gauge, offset, n_fg, trials, i, j,
+                       a_map, a_scale, a_shift, a_mask, student, nu, fitted, dof,
+                       nonequilibrium):  # fmt: skip
+    """The fused density and its gradients (see `PairPotential`); the last five arguments
+    are the Op's properties (prior and model choice)."""
+    k = z.shape[0]
+    r = coef.shape[0]
+    sigma = scalars[0]
+    tau = scalars[1]
+    # V = V* + B₀ (I + U diag(coef) Uᵀ) z
+    y = _lift(z, basis, coef, k, r)
+    dv = _forward_jit(y, scale, perm, indptr, indices, data)
+    v = centre + dv
+    # Prior of V centred per component (weights w), gauge term on the means. States are
+    # visited component by component (`order`, `comp_ptr`) so sums stay in registers.
+    n_comp = gauge.shape[0]
+    logp = 0.0
+    d_sigma = 0.0
+    inv_s2 = 1.0 / (sigma * sigma)
+    gv = np.empty(k)
+    for c in range(n_comp):
+        lo, hi = comp_ptr[c], comp_ptr[c + 1]
+        mean = 0.0
+        for t in range(lo, hi):
+            mean += weights[order[t]] * v[order[t]]
+        lp = 0.0
+        ds = 0.0
+        g_sum = 0.0
+        for t in range(lo, hi):
+            q = order[t]
+            cq = v[q] - mean
+            if student:
+                ratio = cq * cq * inv_s2 / nu
+                lp -= 0.5 * (nu + 1.0) * np.log1p(ratio)
+                g = -(nu + 1.0) * cq * inv_s2 / (nu * (1.0 + ratio))
+                ds += (nu + 1.0) * ratio / (sigma * (1.0 + ratio))
+            else:
+                lp -= 0.5 * cq * cq * inv_s2
+                g = -cq * inv_s2
+                ds += cq * cq * inv_s2 / sigma
+            gv[q] = g
+            g_sum += g
+        logp += lp - 0.5 * gauge[c] * mean * mean
+        d_sigma += ds
+        g_sum += gauge[c] * mean
+        for t in range(lo, hi):
+            gv[order[t]] -= weights[order[t]] * g_sum
+    if fitted:
+        logp -= dof * np.log(sigma)
+        d_sigma -= dof / sigma
+    # a = a* + a_scale z_a − a_shift (ΔV_f − ΔV_g), A = τ mask a, a ~ N(0, 1)
+    n = offset.shape[0]
+    extra = np.zeros(n)
+    a = np.zeros(z_a.shape[0])
+    if nonequilibrium:
+        for p in range(n):
+            a[p] = a_map[p] + a_scale[p] * z_a[p] - a_shift[p] * (dv[i[p]] - dv[j[p]])
+            extra[p] = tau * a_mask[p] * a[p]
+            logp -= 0.5 * a[p] * a[p]
+    total, g_lik, resid = pair_loglik_jit(v, extra, offset, n_fg, trials, i, j)
+    logp += total
+    for q in range(k):
+        gv[q] += g_lik[q]
+    g_za = np.zeros(z_a.shape[0])
+    d_tau = 0.0
+    if nonequilibrium:
+        for p in range(n):
+            ga = resid[p] * tau * a_mask[p] - a[p]
+            g_za[p] = a_scale[p] * ga
+            d_tau += resid[p] * a_mask[p] * a[p]
+            gv[i[p]] -= a_shift[p] * ga
+            gv[j[p]] += a_shift[p] * ga
+    g_y = _backward_jit(z, scale, perm, indptr, indices, data, gv)
+    g_scalars = np.empty(2)
+    g_scalars[0] = d_sigma
+    g_scalars[1] = d_tau
+    return np.asarray(logp), _lift(g_y, basis, coef, k, r), g_za, g_scalars
+
+
+@numba_njit(cache=True, **_FLAGS)
+def _lift(z, basis, coef, k, r):
+    """(I + U diag(coef) Uᵀ) z: symmetric, so also its own transpose."""
+    out = z.copy()
+    if r == 0:
+        return out
+    # s outermost with scalar accumulators: no loop-carried store through memory.
+    for s in range(r):
+        acc = 0.0
+        for q in range(k):
+            acc += basis[q, s] * z[q]
+        acc *= coef[s]
+        for q in range(k):
+            out[q] += basis[q, s] * acc
+    return out
+
+
+class PairPotential(Op):
+    """Outputs (log p, d/dz, d/dz_a, d/d(σ_V, τ_A)); only log p is differentiated.
+
+    Inputs: z (K,), z_a (P,) or (0,), scalars = (σ_V, τ_A), then the constant arrays of
+    `CONSTANTS` (whitening, centring, pairs, the a-map of the non-equilibrium model).
+    """
+
+    __props__ = ("student", "nu", "fitted", "dof", "nonequilibrium")
+
+    def __init__(self, student: bool, nu: float, fitted: bool, dof: float, nonequilibrium: bool):
+        self.student = bool(student)
+        self.nu = float(nu)
+        self.fitted = bool(fitted)
+        self.dof = float(dof)
+        self.nonequilibrium = bool(nonequilibrium)
+
+    def make_node(self, z, z_a, scalars, *constants) -> Apply:
+        if len(constants) != len(CONSTANTS):
+            raise TypeError(f"PairPotential takes {len(CONSTANTS)} constant arrays")
+        inputs = [pt.as_tensor_variable(a).astype("float64") for a in (z, z_a, scalars)]
+        for name, value in zip(CONSTANTS, constants, strict=True):
+            dtype = "int64" if name in _INT_CONSTANTS else "float64"
+            inputs.append(pt.as_tensor_variable(value).astype(dtype))
+        outputs = [pt.dscalar(), pt.dvector(), pt.dvector(), pt.dvector()]
+        return Apply(self, inputs, outputs)
+
+    def perform(self, node, inputs, outputs) -> None:
+        results = pair_potential_jit(*inputs, *self._props())
+        for out, value in zip(outputs, results, strict=True):
+            out[0] = value
+
+    def pullback(self, inputs, outputs, cotangents):
+        for other in cotangents[1:]:
+            if not isinstance(other.type, DisconnectedType):
+                raise NotImplementedError("only the log density output is differentiable")
+        grad = cotangents[0]
+        return [grad * outputs[1], grad * outputs[2], grad * outputs[3]] + [
+            disconnected_type() for _ in inputs[3:]
+        ]
+
+    def connection_pattern(self, node):
+        return [[True] * 4] * 3 + [[False] * 4] * len(CONSTANTS)
+
+
+CONSTANTS = (
+    "centre", "basis", "coef", "scale", "perm", "indptr", "indices", "data",
+    "weights", "order", "comp_ptr", "gauge", "offset", "n_fg", "trials", "i", "j",
+    "a_map", "a_scale", "a_shift", "a_mask",
+)  # fmt: skip
+_INT_CONSTANTS = {"perm", "indptr", "indices", "order", "comp_ptr", "i", "j"}
+
+
+@register_funcify_default_op_cache_key(PairPotential)
+def _numba_pair_potential(op, node, **kwargs):
+    student, nu, fitted, dof, nonequilibrium = op._props()
+
+    @numba_basic.numba_njit
+    def potential(z, z_a, scalars, centre, basis, coef, scale, perm, indptr, indices, data,
+                  weights, order, comp_ptr, gauge, offset, n_fg, trials, i, j,
+                  a_map, a_scale, a_shift, a_mask):  # fmt: skip
+        return pair_potential_jit(
+            z, z_a, scalars, centre, basis, coef, scale, perm, indptr, indices, data,
+            weights, order, comp_ptr, gauge, offset, n_fg, trials, i, j,
+            a_map, a_scale, a_shift, a_mask, student, nu, fitted, dof, nonequilibrium,
+        )  # fmt: skip
+
+    return potential

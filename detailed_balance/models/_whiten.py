@@ -37,7 +37,6 @@ import scipy.sparse.linalg as spla
 from pytensor.gradient import disconnected_type
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
-from pytensor.link.numba.dispatch import basic as numba_basic
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
 # Up to this many states the exact factor is tried first and kept when its fill stays within
@@ -218,7 +217,7 @@ def _whiten_backward(z, scale, perm, indptr, indices, data, g_out):
     return scale * x
 
 
-@numba.njit
+@numba.njit(cache=True)
 def _block_forward(scale, perm, indptr, indices, data, z):
     """B₀ Z for Z (K, m), columns at once (rows contiguous, explicit loops: no temporaries)."""
     n, m = z.shape
@@ -238,7 +237,7 @@ def _block_forward(scale, perm, indptr, indices, data, z):
     return out
 
 
-@numba.njit
+@numba.njit(cache=True)
 def _block_backward(scale, perm, indptr, indices, data, g):
     """B₀ᵀ G for G (K, m)."""
     n, m = g.shape
@@ -257,8 +256,8 @@ def _block_backward(scale, perm, indptr, indices, data, g):
     return x
 
 
-_forward_jit = numba.njit(_whiten_forward)
-_backward_jit = numba.njit(_whiten_backward)
+_forward_jit = numba.njit(_whiten_forward, cache=True)
+_backward_jit = numba.njit(_whiten_backward, cache=True)
 
 
 class Whiten(Op):
@@ -315,9 +314,9 @@ whiten_transpose = WhitenTranspose()
 
 @register_funcify_default_op_cache_key(Whiten)
 def _numba_whiten(op, node, **kwargs):
-    return numba_basic.numba_njit(_whiten_forward)
+    return _forward_jit
 
 
 @register_funcify_default_op_cache_key(WhitenTranspose)
 def _numba_whiten_transpose(op, node, **kwargs):
-    return numba_basic.numba_njit(_whiten_backward)
+    return _backward_jit

@@ -36,7 +36,7 @@ from ._density import (
     empirical_bayes_tau,
     pointwise_loglik,
 )
-from ._loglik import pair_loglik
+from ._loglik import CONSTANTS, PairPotential
 from ._pairs import PairData, pair_data
 from ._whiten import Whitening, ilu_whitening
 
@@ -177,23 +177,36 @@ class PairModel:
         density = self.density
         with pm.Model(coords=self.coords(pairs)) as model:
             z = pm.Flat("V_white", dims="latent")
-            v_raw = white.centre + white.deviation(z)
-            centred = _centre(v_raw, pairs)
             sigma = self._sigma_prior()
-            pm.Potential("V_prior", self._v_prior(centred, sigma, density.dof))
-            means = _segment_sum(pairs.weights * v_raw, pairs.component, pairs.n_components)
-            pm.Potential("gauge", -0.5 * pt.sum(density.gauge * means**2))
+            # V for the stored draws only; the density below recomputes it inside its kernel.
+            v_raw = white.centre + white.deviation(z)
             if report is pairs:
-                pm.Deterministic("V", centred, dims="state")
+                pm.Deterministic("V", _centre(v_raw, pairs), dims="state")
             else:
                 pm.Deterministic("V", _centre(v_raw, report), dims="state")
-            extra = self._antisymmetric(pairs, v_raw)
-            if extra is None:
-                extra = np.zeros(pairs.n_pairs)
-            loglik = pair_loglik(
-                v_raw, extra, pairs.offset, pairs.n_fg, pairs.trials, pairs.i, pairs.j
-            )[0]
-            pm.Potential("likelihood", loglik)
+            z_a, tau = self._antisymmetric(pairs, v_raw)
+            config = self.model_config
+            op = PairPotential(
+                student=config["V_prior"] == "student_t",
+                nu=float(config["V_nu"]),
+                fitted=config["V_prior"] != "wide",
+                dof=float(density.dof),
+                nonequilibrium=self.nonequilibrium,
+            )
+            constants = {
+                "centre": white.centre, "basis": white.basis, "coef": white.coef,
+                "scale": white.scale, "perm": white.perm, "indptr": white.indptr,
+                "indices": white.indices, "data": white.data, "weights": pairs.weights,
+                "order": np.argsort(pairs.component, kind="stable"),
+                "comp_ptr": np.r_[0, np.cumsum(pairs.component_sizes)],
+                "gauge": density.gauge, "offset": pairs.offset, "n_fg": pairs.n_fg,
+                "trials": pairs.trials, "i": pairs.i, "j": pairs.j,
+                "a_map": self.a_map, "a_scale": self.a_scale, "a_shift": self.a_shift,
+                "a_mask": density.a_mask,
+            }  # fmt: skip
+            scalars = pt.stack([pt.as_tensor_variable(sigma), pt.as_tensor_variable(tau)])
+            logp = op(z, z_a, scalars, *(constants[name] for name in CONSTANTS))[0]
+            pm.Potential("log_density", logp)
         self.model = model
         return model
 
@@ -202,19 +215,9 @@ class PairModel:
             return float(self.model_config["V_scale"])
         return pm.HalfNormal("sigma_V", sigma=float(self.model_config["V_scale"]))
 
-    def _v_prior(self, centred, sigma, dof: int):
-        if self.model_config["V_prior"] == "student_t":
-            nu = float(self.model_config["V_nu"])
-            logp = -(nu + 1) / 2 * pt.sum(pt.log1p(centred**2 / (nu * sigma**2)))
-        else:
-            logp = -0.5 * pt.sum(centred**2) / sigma**2
-        if self.model_config["V_prior"] != "wide":
-            logp = logp - dof * pt.log(sigma)
-        return logp
-
     def _antisymmetric(self, pairs: PairData, v_raw):
-        """The antisymmetric term added to each pair's logit (None: detailed balance)."""
-        return None
+        """(z_a, τ_A) of the antisymmetric part, with its stored deterministics; none here."""
+        return np.zeros(0), 0.0
 
     def theta_from_point(self, point: dict[str, np.ndarray]) -> np.ndarray:
         """The numpy density's θ for a point of the PyMC model's value variables (for tests)."""
@@ -292,17 +295,17 @@ class NonEquilibriumModel(PairModel):
             tau = pm.HalfCauchy("tau_A", beta=scale)
         else:
             tau = pm.HalfNormal("tau_A", sigma=scale)
-        # Non-centred a ~ N(0, 1), sampled in whitened coordinates (see `prepare`).
+        # Non-centred a ~ N(0, 1), sampled in whitened coordinates (see `prepare`); its prior
+        # and likelihood are in the fused density, A and the loop affinities are stored.
         z_a = pm.Flat("A_white", dims="pair")
         dv = v_raw - self.whitening.centre
         a = self.a_map + self.a_scale * z_a - self.a_shift * (dv[pairs.i] - dv[pairs.j])
-        pm.Potential("A_prior", -0.5 * pt.sum(a**2))
         antisym = pm.Deterministic("A", tau * a * self.density.a_mask, dims="pair")
         cp = pairs.cycle_pairs
         pm.Deterministic(
             "loop_affinity", antisym[cp[:, 0]] + antisym[cp[:, 1]] - antisym[cp[:, 2]], dims="cycle"
         )
-        return antisym
+        return z_a, tau
 
     @property
     def stored_variables(self) -> list[str]:
