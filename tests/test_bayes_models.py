@@ -345,17 +345,51 @@ def test_vectorised_pair_loglik_matches_numpy_to_rounding():
     np.testing.assert_allclose(grad, ref_grad, rtol=0, atol=1e-10)
 
 
-def test_solver_falls_back_to_ilu_preconditioned_cg_in_chunks():
-    """Where the sparse LU would fill in, `SpdSolver` runs block CG preconditioned by the
-    incomplete factor, `chunk` columns at a time: same solution as dense linear algebra."""
+def test_pointwise_loglik_equals_scipy_binomial():
+    """The per-(draw, pair) log-likelihood LOO uses is scipy's binomial log pmf of the same
+    logits, with and without an antisymmetric part, including far-out logits."""
+    from scipy.special import gammaln
+    from scipy.stats import binom
+
+    from detailed_balance.models import pointwise_loglik
+
+    rng = np.random.default_rng(5)
+    k, p, d = 40, 300, 7
+    i = rng.integers(0, k, p)
+    j = (i + 1 + rng.integers(0, k - 1, p)) % k
+    n_fg = rng.integers(0, 6, p).astype(float)
+    trials = n_fg + rng.integers(0, 6, p)
+    offset = rng.normal(0, 2, p)
+    v = rng.normal(0, 15, (d, k))
+    a = rng.normal(0, 1, (d, p))
+    for extra in (None, a):
+        x = offset + v[:, i] - v[:, j] + (0.0 if extra is None else extra)
+        got = pointwise_loglik(n_fg, trials, offset, i, j, v, extra)
+        # scipy where p = σ(x) is representable to full precision ...
+        moderate = np.abs(x) < 10
+        expected = binom.logpmf(n_fg, trials, 1 / (1 + np.exp(-x)))
+        assert moderate.mean() > 0.25
+        np.testing.assert_allclose(got[moderate], expected[moderate], rtol=1e-9)
+        # ... and the log-space formula everywhere (logits out to ±100 here)
+        log_c = gammaln(trials + 1) - gammaln(n_fg + 1) - gammaln(trials - n_fg + 1)
+        exact = log_c + n_fg * x - trials * np.logaddexp(0.0, x)
+        np.testing.assert_allclose(got, exact, rtol=1e-12, atol=1e-12)
+
+
+def test_solver_falls_back_to_ilu_preconditioned_cg():
+    """Where the sparse LU would fill in, `SpdSolver` runs CG preconditioned by the
+    incomplete factor, a column per thread: same solution as dense linear algebra, and a
+    warning (not a silent wrong answer) when the iterations run out."""
     from detailed_balance.models._density import SpdSolver
 
     pairs = pair_data(simulate(600, 5000, seed=11, spread=1.5).transitions)
     w = np.random.default_rng(4).uniform(0.05, 3, pairs.n_pairs)
     matrix = laplacian(pairs.i, pairs.j, w, pairs.n_states, np.full(pairs.n_states, 0.01))
-    solver = SpdSolver(matrix, max_fill=0, chunk=2)
+    solver = SpdSolver(matrix, max_fill=0)
     assert solver.method == "pcg"
     rhs = np.random.default_rng(1).normal(size=(pairs.n_states, 5))
     expected = np.linalg.solve(matrix.toarray(), rhs)
     np.testing.assert_allclose(solver.solve(rhs, tol=1e-12), expected, atol=1e-7)
     np.testing.assert_allclose(solver.solve(rhs[:, 0], tol=1e-12), expected[:, 0], atol=1e-7)
+    with pytest.warns(RuntimeWarning, match="did not reach tol"):
+        solver.solve(rhs, tol=1e-14, maxiter=2)

@@ -23,6 +23,7 @@ the pair models use `_whiten` (incomplete sparse factor), the feature model stil
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ import scipy.sparse.linalg as spla
 from scipy.optimize import minimize
 from scipy.special import expit, gammaln
 
+from ._loglik import pointwise_loglik_jit
 from ._pairs import PairData
 from ._whiten import ilu_whitening
 
@@ -75,19 +77,15 @@ def pointwise_loglik(
     a: np.ndarray | None = None,
 ) -> np.ndarray:
     """log Binomial(n_fg | m, logit⁻¹ x) per (draw, pair), x = offset + V_f − V_g (+ A_fg),
-    for V draws `v` (D, K) and A draws `a` (D, P): what LOO needs. Computed in blocks of
-    draws, so memory is the (D, P) result plus one block's temporaries (the temporaries of a
-    whole array set the peak memory at 10× paper scale: several GB)."""
+    for V draws `v` (D, K) and A draws `a` (D, P): what LOO needs. One numba pass, draws in
+    parallel, no temporaries beyond one row per thread (numpy's whole-array temporaries set
+    the peak memory at 10× paper scale)."""
+    v = np.ascontiguousarray(v, dtype=float)
+    a = np.zeros((0, len(offset))) if a is None else np.ascontiguousarray(a, dtype=float)
     const = binomial_const(n_fg, trials)
-    out = np.empty((len(v), len(offset)))
-    step = max(1, 2_000_000 // max(len(offset), 1))
-    for start in range(0, len(v), step):
-        rows = slice(start, start + step)
-        x = offset + v[rows][:, i] - v[rows][:, j]
-        if a is not None:
-            x += a[rows]
-        out[rows] = binomial_loglik(n_fg, trials, x, const)
-    return out
+    args = (n_fg, trials, const, offset)
+    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+    return pointwise_loglik_jit(*(np.asarray(x, dtype=float) for x in args), i, j, v, a)
 
 
 def binomial_const(n_fg: np.ndarray, trials: np.ndarray) -> np.ndarray:
@@ -406,14 +404,13 @@ def incidence(i, j, n) -> sp.csr_matrix:
 
 class SpdSolver:
     """Solves H X = B for a sparse SPD H: sparse LU with a symmetric fill-reducing order when
-    the fill stays small, else block conjugate gradients preconditioned by the incomplete
-    factor (`_whiten.ilu_whitening`: B Bᵀ ≈ H⁻¹, √κ ≈ 1.4 where Jacobi leaves ≈ 17), a block
-    of `chunk` right-hand sides at a time (memory stays ~6 × K × chunk floats)."""
+    the fill stays small, else conjugate gradients preconditioned by the incomplete factor
+    (`_whiten.ilu_whitening`: B Bᵀ ≈ H⁻¹, √κ ≈ 1.4 where Jacobi leaves ≈ 17), one column of B
+    per thread (`Whitening.pcg`)."""
 
-    def __init__(self, matrix: sp.csc_matrix, max_fill: float = 4e6, chunk: int = 250) -> None:
+    def __init__(self, matrix: sp.csc_matrix, max_fill: float = 4e6) -> None:
         self.matrix = matrix.tocsc()
         self.lu = None
-        self.chunk = chunk
         self.preconditioner = None
         if matrix.shape[0] <= 20_000:
             lu = spla.splu(
@@ -433,24 +430,22 @@ class SpdSolver:
             return self.lu.solve(rhs)
         if rhs.ndim == 1:
             return self.solve(rhs[:, None], tol, maxiter)[:, 0]
-        out = np.empty(rhs.shape)
-        for start in range(0, rhs.shape[1], self.chunk):
-            block = slice(start, start + self.chunk)
-            out[:, block] = block_pcg(
-                self.matrix, rhs[:, block], None, tol, maxiter, self.preconditioner.precondition
+        out, iterations = self.preconditioner.pcg(self.matrix, rhs, tol, maxiter)
+        if np.any(iterations >= maxiter):
+            warnings.warn(
+                f"conjugate gradients did not reach tol={tol} in {maxiter} iterations for "
+                f"{int(np.sum(iterations >= maxiter))} of {rhs.shape[1]} columns",
+                RuntimeWarning,
+                stacklevel=2,
             )
         return out
 
 
-def block_pcg(
-    matrix, rhs, inv_diag, tol: float = 1e-8, maxiter: int = 5000, precondition=None
-) -> np.ndarray:
-    """Preconditioned conjugate gradients on all columns of `rhs` at once: Jacobi
-    (`inv_diag`) unless `precondition` (a function R ↦ M⁻¹ R on blocks) is given."""
-    if precondition is None:
+def block_pcg(matrix, rhs, inv_diag, tol: float = 1e-8, maxiter: int = 5000) -> np.ndarray:
+    """Jacobi-preconditioned (`inv_diag`) conjugate gradients on all columns of `rhs` at once."""
 
-        def precondition(r: np.ndarray) -> np.ndarray:
-            return inv_diag[:, None] * r
+    def precondition(r: np.ndarray) -> np.ndarray:
+        return inv_diag[:, None] * r
 
     two_d = rhs.ndim == 2
     b = rhs if two_d else rhs[:, None]
@@ -474,6 +469,12 @@ def block_pcg(
     return x if two_d else x[:, 0]
 
 
+# Relative residual of the iterative solves behind the draws: the error it leaves in a draw is
+# ≲ 1e-4 of its own size in the H-norm (√(mean curvature / prior curvature) ≈ 30 × tol),
+# far below the Monte Carlo error of any summary of 1,000 draws. Direct solves are exact.
+DRAW_TOL = 1e-6
+
+
 def gaussian_draws(
     pairs: PairData,
     weights: np.ndarray,
@@ -481,6 +482,7 @@ def gaussian_draws(
     draws: int,
     rng: np.random.Generator,
     tau: float | np.ndarray = 0.0,
+    chunk: int = 100,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draws of (δV, δa) ~ N(0, H⁻¹) by perturb-then-solve, H the Gauss–Newton precision.
 
@@ -491,23 +493,30 @@ def gaussian_draws(
     """
     k, p = pairs.n_states, pairs.n_pairs
     e = incidence(pairs.i, pairs.j, k)
-    xi = rng.standard_normal((p, draws))
-    eta = rng.standard_normal((k, draws))
-    if np.ndim(tau) == 0 and tau == 0.0:
-        rhs = e.T @ (np.sqrt(weights)[:, None] * xi) + np.sqrt(prior_h)[:, None] * eta
-        solver = SpdSolver(laplacian(pairs.i, pairs.j, weights, k, prior_h))
-        return solver.solve(np.asarray(rhs)).T, None
-    t = np.broadcast_to(np.asarray(tau, dtype=float), (p,))
-    zeta = rng.standard_normal((p, draws))
     sw = np.sqrt(weights)[:, None]
-    b_v = e.T @ (sw * xi) + np.sqrt(prior_h)[:, None] * eta  # V block of b
-    b_a = t[:, None] * sw * xi + zeta  # a block of b
+    sh = np.sqrt(prior_h)[:, None]
+    equilibrium = np.ndim(tau) == 0 and tau == 0.0
+    t = np.broadcast_to(np.asarray(tau, dtype=float), (p,))
     shrink = 1.0 / (1.0 + t**2 * weights)
-    schur = laplacian(pairs.i, pairs.j, weights * shrink, k, prior_h)
-    rhs_v = b_v - e.T @ ((t * weights * shrink)[:, None] * b_a)
-    dv = SpdSolver(schur).solve(np.asarray(rhs_v))
-    da = shrink[:, None] * (b_a - (t * weights)[:, None] * (e @ dv))
-    return dv.T, da.T
+    solver = SpdSolver(laplacian(pairs.i, pairs.j, weights * shrink, k, prior_h))
+    dv = np.empty((draws, k))
+    da = None if equilibrium else np.empty((draws, p))
+    # Draws in chunks: the noise and right-hand sides of all draws at once would be the
+    # memory peak at 10× paper scale (~3 GB).
+    for start in range(0, draws, chunk):
+        rows = slice(start, min(start + chunk, draws))
+        m = rows.stop - rows.start
+        xi = rng.standard_normal((p, m))
+        b_v = e.T @ (sw * xi) + sh * rng.standard_normal((k, m))  # V block of b
+        if equilibrium:
+            dv[rows] = solver.solve(np.asarray(b_v), DRAW_TOL).T
+            continue
+        b_a = t[:, None] * sw * xi + rng.standard_normal((p, m))  # a block of b
+        rhs_v = b_v - e.T @ ((t * weights * shrink)[:, None] * b_a)
+        dv_chunk = solver.solve(np.asarray(rhs_v), DRAW_TOL)
+        dv[rows] = dv_chunk.T
+        da[rows] = (shrink[:, None] * (b_a - (t * weights)[:, None] * (e @ dv_chunk))).T
+    return dv, da
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 from numba import njit as numba_njit
+from numba import prange
 from pytensor.gradient import DisconnectedType, disconnected_type
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
@@ -38,9 +39,31 @@ def _pair_loglik_fast(v, extra, offset, n_fg, trials, i, j):
     x = np.empty(n)
     for k in range(n):
         x[k] = offset[k] + v[i[k]] - v[j[k]] + extra[k]
-    # e = exp(−|x|): x = m ln2 + r, |r| ≤ ln2/2, exp(r) by its degree-11 Taylor polynomial,
-    # 2^m from the exponent bits. Rounding to m by adding 1.5·2^52 leaves m in the low bits of
-    # t (no float-to-int conversion, which AVX2 cannot vectorise).
+    e = _exp_neg_abs(x)
+    terms = np.empty(n)
+    resid = np.empty(n)
+    for k in range(n):
+        ek = e[k]
+        xk = x[k]
+        softplus = (xk if xk > 0.0 else 0.0) + _log1p_small(ek)
+        terms[k] = n_fg[k] * xk - trials[k] * softplus
+        inv = 1.0 / (1.0 + ek)
+        resid[k] = n_fg[k] - trials[k] * (inv if xk >= 0.0 else ek * inv)
+    total = 0.0
+    for k in range(n):
+        total += terms[k]
+    grad = np.zeros_like(v)
+    for k in range(n):
+        grad[i[k]] += resid[k]
+        grad[j[k]] -= resid[k]
+    return total, grad, resid
+
+
+def _exp_neg_abs_py(x):
+    """exp(−|x|) elementwise: x = m ln2 + r, |r| ≤ ln2/2, exp(r) by its degree-11 Taylor polynomial,
+    2^m from the exponent bits. Rounding to m by adding 1.5·2^52 leaves m in the low bits of
+    t (no float-to-int conversion, which AVX2 cannot vectorise)."""
+    n = x.shape[0]
     e = np.empty(n)
     t_bits = np.empty(n)
     for k in range(n):
@@ -65,47 +88,62 @@ def _pair_loglik_fast(v, extra, offset, n_fg, trials, i, j):
     for k in range(n):
         bits[k] = (bits[k] - _ROUND_BITS + 1023) << 52
     scale = bits.view(np.float64)
-    terms = np.empty(n)
-    resid = np.empty(n)
     for k in range(n):
-        ek = e[k] * scale[k]
-        # log1p(e) = 2 atanh(u), u = e / (2 + e) ≤ 1/3: odd series to u^31.
-        u = ek / (2.0 + ek)
-        u2 = u * u
-        q = 1.0 / 31.0
-        q = q * u2 + 1.0 / 29.0
-        q = q * u2 + 1.0 / 27.0
-        q = q * u2 + 1.0 / 25.0
-        q = q * u2 + 1.0 / 23.0
-        q = q * u2 + 1.0 / 21.0
-        q = q * u2 + 1.0 / 19.0
-        q = q * u2 + 1.0 / 17.0
-        q = q * u2 + 1.0 / 15.0
-        q = q * u2 + 1.0 / 13.0
-        q = q * u2 + 1.0 / 11.0
-        q = q * u2 + 1.0 / 9.0
-        q = q * u2 + 1.0 / 7.0
-        q = q * u2 + 1.0 / 5.0
-        q = q * u2 + 1.0 / 3.0
-        q = q * u2 + 1.0
-        xk = x[k]
-        softplus = (xk if xk > 0.0 else 0.0) + 2.0 * u * q
-        terms[k] = n_fg[k] * xk - trials[k] * softplus
-        inv = 1.0 / (1.0 + ek)
-        resid[k] = n_fg[k] - trials[k] * (inv if xk >= 0.0 else ek * inv)
-    total = 0.0
-    for k in range(n):
-        total += terms[k]
-    grad = np.zeros_like(v)
-    for k in range(n):
-        grad[i[k]] += resid[k]
-        grad[j[k]] -= resid[k]
-    return total, grad, resid
+        e[k] *= scale[k]
+    return e
+
+
+def _log1p_small_py(ek):
+    """log1p(ek) for 0 ≤ ek ≤ 1: 2 atanh(u), u = ek / (2 + ek) ≤ 1/3, odd series to u^31."""
+    u = ek / (2.0 + ek)
+    u2 = u * u
+    q = 1.0 / 31.0
+    q = q * u2 + 1.0 / 29.0
+    q = q * u2 + 1.0 / 27.0
+    q = q * u2 + 1.0 / 25.0
+    q = q * u2 + 1.0 / 23.0
+    q = q * u2 + 1.0 / 21.0
+    q = q * u2 + 1.0 / 19.0
+    q = q * u2 + 1.0 / 17.0
+    q = q * u2 + 1.0 / 15.0
+    q = q * u2 + 1.0 / 13.0
+    q = q * u2 + 1.0 / 11.0
+    q = q * u2 + 1.0 / 9.0
+    q = q * u2 + 1.0 / 7.0
+    q = q * u2 + 1.0 / 5.0
+    q = q * u2 + 1.0 / 3.0
+    q = q * u2 + 1.0
+    return 2.0 * u * q
 
 
 _FLAGS = {"fastmath": {"contract", "reassoc"}, "error_model": "numpy"}
 # Callable from Python (tests); the Op's numba implementation is compiled without wrappers.
+_exp_neg_abs = numba_njit(_exp_neg_abs_py, cache=True, **_FLAGS)
+_log1p_small = numba_njit(_log1p_small_py, cache=True, inline="always", **_FLAGS)
 pair_loglik_jit = numba_njit(_pair_loglik_fast, cache=True, **_FLAGS)
+
+
+@numba_njit(parallel=True, cache=True, **_FLAGS)
+def pointwise_loglik_jit(n_fg, trials, const, offset, i, j, v, a):
+    """log Binomial(n_fg | m, logit⁻¹ x) per (draw, pair) for V draws v (D, K) and A draws
+    a (D, P), or a of shape (0, P) for none; draws in parallel, no temporaries beyond a row."""
+    draws = v.shape[0]
+    n = offset.shape[0]
+    out = np.empty((draws, n))
+    has_a = a.shape[0] > 0
+    for d in prange(draws):
+        x = np.empty(n)
+        for k in range(n):
+            x[k] = offset[k] + v[d, i[k]] - v[d, j[k]]
+        if has_a:
+            for k in range(n):
+                x[k] += a[d, k]
+        e = _exp_neg_abs(x)
+        for k in range(n):
+            xk = x[k]
+            softplus = (xk if xk > 0.0 else 0.0) + _log1p_small(e[k])
+            out[d, k] = const[k] + n_fg[k] * xk - trials[k] * softplus
+    return out
 
 
 @numba_njit(cache=True, **_FLAGS)

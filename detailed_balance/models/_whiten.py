@@ -38,6 +38,7 @@ from pytensor.gradient import disconnected_type
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 # Up to this many states the exact factor is tried first and kept when its fill stays within
 # `fill_factor` × the curvature's nonzeros (small or tree-like graphs): B Bᵀ = H⁻¹ exactly.
@@ -83,14 +84,34 @@ class Whitening:
         """B as a dense array (tests, small models)."""
         return self.apply(np.eye(len(self.centre))).T - self.centre[:, None]
 
-    def precondition(self, rhs: np.ndarray) -> np.ndarray:
-        """B Bᵀ rhs (≈ H⁻¹ rhs) for a block rhs (K, m): the preconditioner of `block_pcg`."""
-        rhs = np.ascontiguousarray(rhs, dtype=float)
-        t = _block_backward(*self.arrays, rhs)
-        if len(self.coef):
-            lift = 1.0 + self.coef
-            t = t + self.basis @ ((lift**2 - 1.0)[:, None] * (self.basis.T @ t))
-        return _block_forward(*self.arrays, t)
+    def pcg(
+        self, matrix: sp.csc_matrix, rhs: np.ndarray, tol: float = 1e-8, maxiter: int = 5000
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Solve matrix X = rhs (K × m, matrix symmetric) by conjugate gradients
+        preconditioned with B Bᵀ (≈ matrix⁻¹ when this whitens it), one column per thread.
+        Returns X and the iterations per column (maxiter where it did not converge)."""
+        # Work in the factor's order (RCM for incomplete factors): a banded matrix, so the
+        # matrix-vector products and triangular solves read memory nearly sequentially.
+        inverse = np.argsort(self.perm)
+        matrix = sp.csc_matrix(matrix, dtype=float)[inverse][:, inverse].tocsc()
+        basis = np.ascontiguousarray(self.basis)  # z is in factor order already
+        rhs = np.asarray(rhs, dtype=float)
+        out, iterations = _pcg_columns(
+            matrix.indptr.astype(np.int64),
+            matrix.indices.astype(np.int64),
+            matrix.data,
+            self.scale,
+            np.arange(len(self.perm), dtype=np.int64),
+            self.indptr,
+            self.indices,
+            self.data,
+            basis,
+            (1.0 + self.coef) ** 2 - 1.0,
+            np.ascontiguousarray(rhs[inverse]),
+            float(tol),
+            int(maxiter),
+        )
+        return out[self.perm], iterations
 
     @classmethod
     def identity(cls, k: int) -> Whitening:
@@ -122,12 +143,12 @@ def ilu_whitening(
     budget = float(fill_factor) * (matrix.nnz + k) / 2  # nonzeros of the factor we accept
     factor = None
     if drop_tol == 0 or k <= EXACT_LIMIT:
-        factor = _factor(matrix, 0.0, float(k))
+        factor, perm = _factor(matrix, 0.0, float(k))
         if drop_tol > 0 and factor.L.nnz > budget:
             factor = None  # the exact factor fills in: use the incomplete one
     if factor is None:
-        factor = _factor(matrix, float(drop_tol), float(fill_factor))
-    if not np.array_equal(factor.perm_r, factor.perm_c):
+        factor, perm = _factor(matrix, float(drop_tol), float(fill_factor))
+    if perm is None:
         # Pivoting broke the symmetry (not seen on SPD curvatures): Jacobi scaling, still valid.
         empty = np.zeros(0, dtype=np.int64)
         arrays = (
@@ -144,11 +165,12 @@ def ilu_whitening(
     pivots = np.abs(factor.U.diagonal())
     # A dropped-fill pivot can come out tiny; any positive D keeps B invertible (exactness of
     # the sampler does not depend on it), so floor it at a fraction of the diagonal.
-    floor = 1e-3 * np.abs(matrix.diagonal())[factor.perm_c]
+    floor = np.empty(k)
+    floor[perm] = 1e-3 * np.abs(matrix.diagonal())
     pivots = np.maximum(pivots, floor)
     arrays = (
         pivots**-0.5,
-        factor.perm_c.astype(np.int64),
+        perm,
         lower.indptr.astype(np.int64),
         lower.indices.astype(np.int64),
         lower.data.astype(float),
@@ -158,14 +180,33 @@ def ilu_whitening(
 
 
 def _factor(matrix: sp.csc_matrix, drop_tol: float, fill_factor: float):
-    return spla.spilu(
+    """(factor, perm) with V[k] ↔ factor row perm[k]; perm is None if pivoting was asymmetric.
+
+    The exact factor uses SuperLU's minimum-degree order (least fill). The incomplete one
+    uses reverse Cuthill–McKee, a good order for incomplete factors that SuperLU's own
+    orderings take 5–25× longer to compute at 10× paper scale (27 s for minimum degree
+    against 1 s, with the same fill).
+    """
+    if drop_tol == 0:
+        order = np.arange(matrix.shape[0])
+        spec = "MMD_AT_PLUS_A"
+    else:
+        order = reverse_cuthill_mckee(matrix, symmetric_mode=True)
+        matrix = matrix[order][:, order].tocsc()
+        spec = "NATURAL"
+    factor = spla.spilu(
         matrix,
         drop_tol=drop_tol,
         fill_factor=fill_factor,
-        permc_spec="MMD_AT_PLUS_A",
+        permc_spec=spec,
         diag_pivot_thresh=0.0,
         options={"SymmetricMode": True},
     )
+    if not np.array_equal(factor.perm_r, factor.perm_c):
+        return factor, None
+    perm = np.empty(len(order), dtype=np.int64)
+    perm[order] = factor.perm_c  # permuted row a (= V[order[a]]) sits at factor row perm_c[a]
+    return factor, perm
 
 
 def _soft_modes(matrix, arrays, r: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,27 +278,63 @@ def _block_forward(scale, perm, indptr, indices, data, z):
     return out
 
 
-@numba.njit(cache=True)
-def _block_backward(scale, perm, indptr, indices, data, g):
-    """B₀ᵀ G for G (K, m)."""
-    n, m = g.shape
-    x = np.empty_like(g)
-    for k in range(n):
-        x[perm[k]] = g[k]
-    for col in range(n):
-        for q in range(indptr[col], indptr[col + 1]):
-            d = data[q]
-            dst = indices[q]
-            for c in range(m):
-                x[dst, c] -= d * x[col, c]
-    for r in range(n):
-        for c in range(m):
-            x[r, c] *= scale[r]
-    return x
-
-
 _forward_jit = numba.njit(_whiten_forward, cache=True)
 _backward_jit = numba.njit(_whiten_backward, cache=True)
+
+
+@numba.njit(parallel=True, cache=True)
+def _pcg_columns(
+    h_indptr, h_indices, h_data, scale, perm, indptr, indices, data, basis, lift2, rhs, tol,
+    maxiter,
+):  # fmt: skip
+    """CG on each column of rhs (K, m) with the preconditioner B Bᵀ = B₀ (I + U diag(lift2)
+    Uᵀ) B₀ᵀ; H symmetric, given by its CSC (= CSR) arrays. A column's vectors stay in cache
+    (a block of columns at once streamed gigabytes per iteration at 10× paper scale)."""
+    k, m = rhs.shape
+    out = np.empty((k, m))
+    iterations = np.zeros(m, dtype=np.int64)
+    for col in numba.prange(m):
+        b = rhs[:, col].copy()
+        x = np.zeros(k)
+        r = b.copy()
+        z = _precondition(r, scale, perm, indptr, indices, data, basis, lift2)
+        p = z.copy()
+        rz = np.dot(r, z)
+        norm_b = max(np.sqrt(np.dot(b, b)), 1e-300)
+        ap = np.empty(k)
+        done = maxiter
+        for it in range(maxiter):
+            for row in range(k):
+                acc = 0.0
+                for q in range(h_indptr[row], h_indptr[row + 1]):
+                    acc += h_data[q] * p[h_indices[q]]
+                ap[row] = acc
+            alpha = rz / np.dot(p, ap)
+            x += alpha * p
+            r -= alpha * ap
+            if np.sqrt(np.dot(r, r)) < tol * norm_b:
+                done = it + 1
+                break
+            z = _precondition(r, scale, perm, indptr, indices, data, basis, lift2)
+            rz_new = np.dot(r, z)
+            p = z + (rz_new / rz) * p
+            rz = rz_new
+        out[:, col] = x
+        iterations[col] = done
+    return out, iterations
+
+
+@numba.njit(cache=True)
+def _precondition(r, scale, perm, indptr, indices, data, basis, lift2):
+    t = _backward_jit(r, scale, perm, indptr, indices, data, r)
+    for s in range(lift2.shape[0]):
+        acc = 0.0
+        for q in range(t.shape[0]):
+            acc += basis[q, s] * t[q]
+        acc *= lift2[s]
+        for q in range(t.shape[0]):
+            t[q] += basis[q, s] * acc
+    return _forward_jit(t, scale, perm, indptr, indices, data)
 
 
 class Whiten(Op):
