@@ -111,6 +111,43 @@ def test_numpy_density_matches_pymc_logp(small_sim, cls, config):
     assert np.ptp(diffs) < 1e-8  # equal up to the dropped constants
 
 
+@pytest.mark.parametrize(
+    "cls, config",
+    [
+        (EquilibriumModel, {"V_prior": "normal"}),
+        (NonEquilibriumModel, {}),
+        (NonEquilibriumModel, {"reference": "s0007", "A_pairs": "two_way"}),
+    ],
+)
+def test_expand_equals_the_models_deterministics(small_sim, cls, config):
+    """NUTS stores only the sampled coordinates; `expand` computes V, A and the loop
+    affinities from them in numpy: equal to the PyMC graph's deterministics at random points."""
+    import xarray as xr
+
+    model = cls(config)
+    pm_model = model.build_model(small_sim.transitions)
+    names = model.stored_variables
+    graphs = pm_model.replace_rvs_by_values([pm_model[n] for n in names])
+    outputs = pm_model.compile_fn(graphs, inputs=pm_model.value_vars, on_unused_input="ignore")
+    rng = np.random.default_rng(2)
+    start = pm_model.initial_point()
+    points = [[{k: rng.normal(size=np.shape(v)) for k, v in start.items()} for _ in range(3)]
+              for _ in range(2)]  # fmt: skip
+    expected = {n: np.array([[outputs(p)[q] for p in chain] for chain in points])
+                for q, n in enumerate(names)}  # fmt: skip
+    assert model.pairs.n_cycles > 0 or not model.nonequilibrium
+    draws = {"V_white": (("chain", "draw", "latent"), [[p["V_white"] for p in c] for c in points])}
+    if model.nonequilibrium:
+        draws["A_white"] = (("chain", "draw", "pair"), [[p["A_white"] for p in c] for c in points])
+    for scalar in model.sampler_variables:  # stored by the sampler on the natural scale
+        draws[scalar] = (("chain", "draw"), expected[scalar])
+    got = model.expand(xr.Dataset(draws, coords={"chain": [0, 1], "draw": [0, 1, 2]}))
+    assert list(got.data_vars) == names
+    for name in names:
+        np.testing.assert_allclose(got[name].to_numpy(), expected[name], rtol=1e-9, atol=1e-9)
+    assert list(got["V"]["state"].to_numpy()) == list(model.pairs.states.astype(str))
+
+
 @pytest.mark.parametrize("nonequilibrium", [False, True])
 @pytest.mark.parametrize("prior", ["wide", "student_t"])
 def test_gradient_matches_finite_differences(small_sim, nonequilibrium, prior):

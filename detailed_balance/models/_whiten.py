@@ -94,7 +94,7 @@ class Whitening:
         # matrix-vector products and triangular solves read memory nearly sequentially.
         inverse = np.argsort(self.perm)
         matrix = sp.csc_matrix(matrix, dtype=float)[inverse][:, inverse].tocsc()
-        basis = np.ascontiguousarray(self.basis)  # z is in factor order already
+        basis_t = np.ascontiguousarray(self.basis.T)  # z is in factor order already
         rhs = np.asarray(rhs, dtype=float)
         out, iterations = _pcg_columns(
             matrix.indptr.astype(np.int64),
@@ -105,7 +105,7 @@ class Whitening:
             self.indptr,
             self.indices,
             self.data,
-            basis,
+            basis_t,
             (1.0 + self.coef) ** 2 - 1.0,
             np.ascontiguousarray(rhs[inverse]),
             float(tol),
@@ -284,7 +284,7 @@ _backward_jit = numba.njit(_whiten_backward, cache=True)
 
 @numba.njit(parallel=True, cache=True)
 def _pcg_columns(
-    h_indptr, h_indices, h_data, scale, perm, indptr, indices, data, basis, lift2, rhs, tol,
+    h_indptr, h_indices, h_data, scale, perm, indptr, indices, data, basis_t, lift2, rhs, tol,
     maxiter,
 ):  # fmt: skip
     """CG on each column of rhs (K, m) with the preconditioner B Bᵀ = B₀ (I + U diag(lift2)
@@ -297,7 +297,7 @@ def _pcg_columns(
         b = rhs[:, col].copy()
         x = np.zeros(k)
         r = b.copy()
-        z = _precondition(r, scale, perm, indptr, indices, data, basis, lift2)
+        z = _precondition(r, scale, perm, indptr, indices, data, basis_t, lift2)
         p = z.copy()
         rz = np.dot(r, z)
         norm_b = max(np.sqrt(np.dot(b, b)), 1e-300)
@@ -315,7 +315,7 @@ def _pcg_columns(
             if np.sqrt(np.dot(r, r)) < tol * norm_b:
                 done = it + 1
                 break
-            z = _precondition(r, scale, perm, indptr, indices, data, basis, lift2)
+            z = _precondition(r, scale, perm, indptr, indices, data, basis_t, lift2)
             rz_new = np.dot(r, z)
             p = z + (rz_new / rz) * p
             rz = rz_new
@@ -325,15 +325,15 @@ def _pcg_columns(
 
 
 @numba.njit(cache=True)
-def _precondition(r, scale, perm, indptr, indices, data, basis, lift2):
+def _precondition(r, scale, perm, indptr, indices, data, basis_t, lift2):
     t = _backward_jit(r, scale, perm, indptr, indices, data, r)
     for s in range(lift2.shape[0]):
         acc = 0.0
         for q in range(t.shape[0]):
-            acc += basis[q, s] * t[q]
+            acc += basis_t[s, q] * t[q]
         acc *= lift2[s]
         for q in range(t.shape[0]):
-            t[q] += basis[q, s] * acc
+            t[q] += basis_t[s, q] * acc
     return _forward_jit(t, scale, perm, indptr, indices, data)
 
 

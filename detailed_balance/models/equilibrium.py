@@ -194,7 +194,7 @@ class PairModel:
                 nonequilibrium=self.nonequilibrium,
             )
             constants = {
-                "centre": white.centre, "basis": white.basis, "coef": white.coef,
+                "centre": white.centre, "basis_t": white.basis.T.copy(), "coef": white.coef,
                 "scale": white.scale, "perm": white.perm, "indptr": white.indptr,
                 "indices": white.indices, "data": white.data, "weights": pairs.weights,
                 "order": np.argsort(pairs.component, kind="stable"),
@@ -242,6 +242,43 @@ class PairModel:
         if self.model_config["V_prior"] != "wide":
             names.append("sigma_V")
         return names
+
+    @property
+    def sampler_variables(self) -> list[str]:
+        """The stored variables that `expand` does not compute (the sampler stores them)."""
+        return [name for name in self.stored_variables if name in ("sigma_V", "tau_A")]
+
+    def expand(self, posterior: xr.Dataset) -> xr.Dataset:
+        """The stored variables from draws of the sampled coordinates (`V_white`, `A_white`
+        and the scalars), in numpy: the same values as the model's deterministics, without
+        the sampler storing them beside the coordinates (half of its memory)."""
+        pairs = self.pairs
+        dims = ("chain", "draw")
+        z = posterior["V_white"].transpose(*dims, "latent").to_numpy()
+        dv = self.whitening.apply(z) - self.whitening.centre
+        v = pairs.with_reference(self.model_config["reference"]).centre(dv + self.whitening.centre)
+        out = {"V": ((*dims, "state"), v)}
+        del v
+        for name in self.sampler_variables:
+            out[name] = posterior[name].transpose(*dims)
+        if self.nonequilibrium:
+            tau = posterior["tau_A"].transpose(*dims).to_numpy()
+            # A = τ mask (a* + a_scale z_a − a_shift (ΔV_f − ΔV_g)), in place: few temporaries
+            a = dv[..., pairs.i]
+            a -= dv[..., pairs.j]
+            del dv
+            a *= -self.a_shift
+            a += self.a_scale * posterior["A_white"].transpose(*dims, "pair").to_numpy()
+            a += self.a_map
+            a *= self.density.a_mask
+            a *= tau[..., None]
+            cp = pairs.cycle_pairs
+            loops = a[..., cp[:, 0]] + a[..., cp[:, 1]] - a[..., cp[:, 2]]
+            out["A"] = ((*dims, "pair"), a)
+            out["loop_affinity"] = ((*dims, "cycle"), loops)
+        coords = {name: posterior[name] for name in dims}
+        coords.update({k: v for k, v in self.coords(pairs).items() if k != "latent"})
+        return xr.Dataset(out, coords=coords)[self.stored_variables]
 
     def log_likelihood(self, posterior: xr.Dataset) -> xr.Dataset:
         """Pointwise exact binomial log-likelihood per pair (what LOO needs), from the

@@ -539,6 +539,13 @@ class FeaturePotentialModel(PairModel):
         names = ["V", "theta", "theta_std", "sigma_eps", "V_features", "feature_share"]
         return names + (["V_reference"] if self.model_config["reference"] is not None else [])
 
+    @property
+    def sampler_variables(self) -> list[str]:
+        return self.stored_variables  # the sampler stores all of them (no `expand` here)
+
+    def expand(self, posterior: xr.Dataset) -> xr.Dataset:
+        return posterior[self.stored_variables]
+
     def laplace_draws(self, draws: int, seed: int | np.random.Generator | None = None) -> dict:
         """Draws of the stored variables from the Laplace approximation (the ``map`` method).
 
