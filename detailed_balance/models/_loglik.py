@@ -148,7 +148,7 @@ def pointwise_loglik_jit(n_fg, trials, const, offset, i, j, v, a):
 
 @numba_njit(cache=True, **_FLAGS)
 def pair_potential_jit(z, z_a, scalars, centre, basis_t, coef, scale, perm, indptr, indices, data,
-                       weights, order, comp_ptr, gauge, offset, n_fg, trials, i, j,
+                       weights, comp_ptr, gauge, offset, n_fg, trials, i, j,
                        a_map, a_scale, a_shift, a_mask, student, nu, fitted, dof,
                        nonequilibrium):  # fmt: skip
     """The fused density and its gradients (see `PairPotential`); the last five arguments
@@ -161,8 +161,8 @@ def pair_potential_jit(z, z_a, scalars, centre, basis_t, coef, scale, perm, indp
     y = _lift(z, basis_t, coef, r)
     dv = _forward_jit(y, scale, perm, indptr, indices, data)
     v = centre + dv
-    # Prior of V centred per component (weights w), gauge term on the means. States are
-    # visited component by component (`order`, `comp_ptr`) so sums stay in registers.
+    # Prior of V centred per component (weights w), gauge term on the means. The kernel's
+    # states are sorted by component (`comp_ptr` bounds each), so these loops are contiguous.
     n_comp = gauge.shape[0]
     logp = 0.0
     d_sigma = 0.0
@@ -172,13 +172,12 @@ def pair_potential_jit(z, z_a, scalars, centre, basis_t, coef, scale, perm, indp
         lo, hi = comp_ptr[c], comp_ptr[c + 1]
         mean = 0.0
         for t in range(lo, hi):
-            mean += weights[order[t]] * v[order[t]]
+            mean += weights[t] * v[t]
         lp = 0.0
         ds = 0.0
         g_sum = 0.0
         for t in range(lo, hi):
-            q = order[t]
-            cq = v[q] - mean
+            cq = v[t] - mean
             if student:
                 ratio = cq * cq * inv_s2 / nu
                 lp -= 0.5 * (nu + 1.0) * np.log1p(ratio)
@@ -188,13 +187,13 @@ def pair_potential_jit(z, z_a, scalars, centre, basis_t, coef, scale, perm, indp
                 lp -= 0.5 * cq * cq * inv_s2
                 g = -cq * inv_s2
                 ds += cq * cq * inv_s2 / sigma
-            gv[q] = g
+            gv[t] = g
             g_sum += g
         logp += lp - 0.5 * gauge[c] * mean * mean
         d_sigma += ds
         g_sum += gauge[c] * mean
         for t in range(lo, hi):
-            gv[order[t]] -= weights[order[t]] * g_sum
+            gv[t] -= weights[t] * g_sum
     if fitted:
         logp -= dof * np.log(sigma)
         d_sigma -= dof / sigma
@@ -290,10 +289,10 @@ class PairPotential(Op):
 
 CONSTANTS = (
     "centre", "basis_t", "coef", "scale", "perm", "indptr", "indices", "data",
-    "weights", "order", "comp_ptr", "gauge", "offset", "n_fg", "trials", "i", "j",
+    "weights", "comp_ptr", "gauge", "offset", "n_fg", "trials", "i", "j",
     "a_map", "a_scale", "a_shift", "a_mask",
 )  # fmt: skip
-_INT_CONSTANTS = {"perm", "indptr", "indices", "order", "comp_ptr", "i", "j"}
+_INT_CONSTANTS = {"perm", "indptr", "indices", "comp_ptr", "i", "j"}
 
 
 @register_funcify_default_op_cache_key(PairPotential)
@@ -302,11 +301,11 @@ def _numba_pair_potential(op, node, **kwargs):
 
     @numba_basic.numba_njit
     def potential(z, z_a, scalars, centre, basis_t, coef, scale, perm, indptr, indices, data,
-                  weights, order, comp_ptr, gauge, offset, n_fg, trials, i, j,
+                  weights, comp_ptr, gauge, offset, n_fg, trials, i, j,
                   a_map, a_scale, a_shift, a_mask):  # fmt: skip
         return pair_potential_jit(
             z, z_a, scalars, centre, basis_t, coef, scale, perm, indptr, indices, data,
-            weights, order, comp_ptr, gauge, offset, n_fg, trials, i, j,
+            weights, comp_ptr, gauge, offset, n_fg, trials, i, j,
             a_map, a_scale, a_shift, a_mask, student, nu, fitted, dof, nonequilibrium,
         )  # fmt: skip
 

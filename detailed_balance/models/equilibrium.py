@@ -193,14 +193,20 @@ class PairModel:
                 dof=float(density.dof),
                 nonequilibrium=self.nonequilibrium,
             )
+            # The kernel sees the states sorted by component (stable: pairs stay sorted by
+            # their first state, for the likelihood's gathers), so its prior loops run over
+            # contiguous memory; what the Op returns is in z, unaffected.
+            sort = np.argsort(pairs.component, kind="stable")
+            rank = np.empty_like(sort)
+            rank[sort] = np.arange(len(sort))
             constants = {
-                "centre": white.centre, "basis_t": white.basis.T.copy(), "coef": white.coef,
-                "scale": white.scale, "perm": white.perm, "indptr": white.indptr,
-                "indices": white.indices, "data": white.data, "weights": pairs.weights,
-                "order": np.argsort(pairs.component, kind="stable"),
+                "centre": white.centre[sort], "basis_t": white.basis.T.copy(),
+                "coef": white.coef, "scale": white.scale, "perm": white.perm[sort],
+                "indptr": white.indptr, "indices": white.indices, "data": white.data,
+                "weights": pairs.weights[sort],
                 "comp_ptr": np.r_[0, np.cumsum(pairs.component_sizes)],
                 "gauge": density.gauge, "offset": pairs.offset, "n_fg": pairs.n_fg,
-                "trials": pairs.trials, "i": pairs.i, "j": pairs.j,
+                "trials": pairs.trials, "i": rank[pairs.i], "j": rank[pairs.j],
                 "a_map": self.a_map, "a_scale": self.a_scale, "a_shift": self.a_shift,
                 "a_mask": density.a_mask,
             }  # fmt: skip
