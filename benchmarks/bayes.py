@@ -6,7 +6,8 @@ likelihood in coordinates whitened by an incomplete factor of the Laplace precis
 V = V* + B z; nutpie called directly). Both are judged on what is identified: R-hat and ESS of V
 centred over the bounded states. Also: MAP + Laplace and ADVI at the same scale, the
 non-equilibrium model by NUTS, the peer matrix (251 states, exactly reversible), and MAP/ADVI
-at 10× scale. Times are wall clock including compilation; memory is the peak RSS.
+at 10× scale. Times are wall clock including compilation; memory is each fit's peak RSS,
+measured in a forked process of its own.
 
     python benchmarks/bayes.py            # paper scale (≈7,500 states, ≈50,000 transitions)
     python benchmarks/bayes.py --quick    # a small smoke run
@@ -60,7 +61,32 @@ def _rhat(values: np.ndarray) -> float:
     return float(az.rhat(da).max())
 
 
+def isolated(func, *args):
+    """func(*args) in a forked child: (its result, the child's peak RSS in GB). Each fit's
+    own memory peak, not the running maximum of one long benchmark process."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+
+    def run():
+        result = func(*args)
+        child.send((result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2))
+
+    proc = ctx.Process(target=run)
+    proc.start()
+    child.close()  # the child's end: recv fails (EOFError) instead of hanging if it dies
+    try:
+        result, peak = parent.recv()
+    except EOFError:
+        proc.join()
+        raise RuntimeError(f"{func.__name__} died in its process (exit {proc.exitcode})") from None
+    proc.join()
+    return result, peak
+
+
 def ours(data, method: str, model, draws: int, tune: int, chains: int, seed: int):
+    """(seconds, max R-hat, steps per draw) of one fit, timed in the calling process."""
     start = time.perf_counter()
     result = fit(model, data, method, draws, tune, chains, seed, progressbar=False)
     seconds = time.perf_counter() - start
@@ -73,7 +99,7 @@ def ours(data, method: str, model, draws: int, tune: int, chains: int, seed: int
     steps = (
         float(stats["n_steps"].mean()) if stats is not None and "n_steps" in stats else float("nan")
     )
-    return seconds, rhat, steps, result
+    return seconds, rhat, steps
 
 
 def describe(data) -> str:
@@ -99,37 +125,41 @@ def main() -> None:
     data = simulate(scale[0], scale[1], seed=1, spread=1.5).transitions
     print(f"data: {describe(data)}")
     rows = []
+
+    def run(name, fit_data, method, model, n_chains):
+        (seconds, rhat, steps), peak = isolated(
+            ours, fit_data, method, model, draws, tune, n_chains, 1
+        )
+        rows.append((name, seconds, rhat, steps, peak))
+
     if not args.skip_baseline:
-        base_s, base_rhat = straightforward(data, draws, tune, chains, 1)
-        rows.append(("straightforward pm.Binomial, nutpie", base_s, base_rhat, float("nan")))
-    eq_s, eq_rhat, eq_steps, _ = ours(data, "nuts", EquilibriumModel(), draws, tune, chains, 1)
-    rows.append(("EquilibriumModel NUTS (ILU-whitened, nutpie)", eq_s, eq_rhat, eq_steps))
+        (base_s, base_rhat), peak = isolated(straightforward, data, draws, tune, chains, 1)
+        rows.append(("straightforward pm.Binomial, nutpie", base_s, base_rhat, float("nan"), peak))
+    run("EquilibriumModel NUTS (ILU-whitened, nutpie)", data, "nuts", EquilibriumModel(), chains)
+    eq_s = rows[-1][1]
     for method in ("map", "advi"):
-        s, *_ = ours(data, method, EquilibriumModel(), draws, tune, 1, 1)
-        rows.append((f"EquilibriumModel {method.upper()}", s, float("nan"), float("nan")))
+        run(f"EquilibriumModel {method.upper()}", data, method, EquilibriumModel(), 1)
     if not args.skip_nonequilibrium:
-        s, r, st, _ = ours(data, "nuts", NonEquilibriumModel(), draws, tune, chains, 1)
-        rows.append(("NonEquilibriumModel NUTS", s, r, st))
+        run("NonEquilibriumModel NUTS", data, "nuts", NonEquilibriumModel(), chains)
     peer_file = PEER / "deeptime_P_rev_251x251.dat"
     if peer_file.is_file():
         peer = simulate_from_matrix(load_peer_matrix(peer_file), 251 * 300, seed=2).transitions
         print(f"peer: {describe(peer)}")
-        s, r, st, _ = ours(peer, "nuts", EquilibriumModel(), draws, tune, chains, 1)
-        rows.append(("peer matrix EquilibriumModel NUTS", s, r, st))
+        run("peer matrix EquilibriumModel NUTS", peer, "nuts", EquilibriumModel(), chains)
     if not args.skip_10x:
         big = simulate(10 * scale[0], 10 * scale[1], seed=3, spread=1.5).transitions
         print(f"10x: {describe(big)}")
         for method in ("map", "advi"):
-            s, *_ = ours(big, method, EquilibriumModel(), draws, tune, 1, 1)
-            rows.append((f"10x EquilibriumModel {method.upper()}", s, float("nan"), float("nan")))
+            run(f"10x EquilibriumModel {method.upper()}", big, method, EquilibriumModel(), 1)
     width = max(len(r[0]) for r in rows)
-    print(f"\n{'run':<{width}}  {'seconds':>8}  {'max R-hat':>9}  {'steps/draw':>10}")
-    for name, seconds, rhat, steps in rows:
-        print(f"{name:<{width}}  {seconds:8.1f}  {rhat:9.3f}  {steps:10.1f}")
+    print(
+        f"\n{'run':<{width}}  {'seconds':>8}  {'max R-hat':>9}  {'steps/draw':>10}  {'peak GB':>7}"
+    )
+    for name, seconds, rhat, steps, peak in rows:
+        print(f"{name:<{width}}  {seconds:8.1f}  {rhat:9.3f}  {steps:10.1f}  {peak:7.2f}")
     if not args.skip_baseline:
         print(f"\nspeed-up of our NUTS over the straightforward version: {base_s / eq_s:.2f}x")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    print(f"peak memory: {peak:.2f} GB; cores: {os.cpu_count()}")
+    print(f"peak memory is each fit's own (a forked process per fit); cores: {os.cpu_count()}")
 
 
 if __name__ == "__main__":

@@ -81,12 +81,17 @@ class PairData:
     def component_sizes(self) -> np.ndarray:
         return np.bincount(self.component, minlength=self.n_components)
 
-    def centre(self, values: np.ndarray) -> np.ndarray:
-        """Remove the gauge: subtract the weighted component mean (last axis = state)."""
+    def centre(self, values: np.ndarray, inplace: bool = False) -> np.ndarray:
+        """Remove the gauge: subtract the weighted component mean (last axis = state); with
+        `inplace`, in `values` itself (no full-size temporaries beyond one: at 4,000 draws
+        each costs ~0.2 s of fresh pages)."""
         if values.ndim == 1:
             means = np.bincount(self.component, values * self.weights, self.n_components)
         else:
-            means = _segment_sum(values * self.weights, self.component, self.n_components)
+            means = _segment_sum(values, self.component, self.n_components, self.weights)
+        if inplace:
+            values -= means[..., self.component]
+            return values
         return values - means[..., self.component]
 
     def with_reference(self, reference: str | None) -> PairData:
@@ -112,11 +117,12 @@ def _replace(data: PairData, **changes) -> PairData:
     return PairData(**fields)
 
 
-def _segment_sum(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """Sum of `values` (last axis) per label, vectorised over leading axes (sparse product)."""
-    indicator = sp.csr_matrix(
-        (np.ones(len(labels)), (np.arange(len(labels)), labels)), shape=(len(labels), n)
-    )
+def _segment_sum(
+    values: np.ndarray, labels: np.ndarray, n: int, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Weighted sum of `values` (last axis) per label, over leading axes (sparse product)."""
+    w = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=float)
+    indicator = sp.csr_matrix((w, (np.arange(len(labels)), labels)), shape=(len(labels), n))
     flat = values.reshape(-1, values.shape[-1])
     out = np.asarray((indicator.T @ flat.T).T)
     return out.reshape(values.shape[:-1] + (n,))

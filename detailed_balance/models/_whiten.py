@@ -75,10 +75,12 @@ class Whitening:
     def apply(self, z: np.ndarray) -> np.ndarray:
         """centre + B z in numpy (z may be (K,) or (..., K))."""
         z = np.asarray(z, float)
-        z = z + (z @ self.basis) * self.coef @ self.basis.T
-        flat = z.reshape(-1, z.shape[-1])
-        out = _block_forward(*self.arrays, np.ascontiguousarray(flat.T)).T
-        return self.centre + out.reshape(z.shape)
+        if len(self.coef):
+            z = z + (z @ self.basis) * self.coef @ self.basis.T
+        flat = np.ascontiguousarray(z.reshape(-1, z.shape[-1]))
+        out = _rows_forward(flat, *self.arrays)
+        out += self.centre
+        return out.reshape(z.shape)
 
     def matrix(self) -> np.ndarray:
         """B as a dense array (tests, small models)."""
@@ -258,28 +260,19 @@ def _whiten_backward(z, scale, perm, indptr, indices, data, g_out):
     return scale * x
 
 
-@numba.njit(cache=True)
-def _block_forward(scale, perm, indptr, indices, data, z):
-    """B₀ Z for Z (K, m), columns at once (rows contiguous, explicit loops: no temporaries)."""
-    n, m = z.shape
-    y = np.empty_like(z)
-    for r in range(n):
-        for c in range(m):
-            y[r, c] = z[r, c] * scale[r]
-    for r in range(n - 1, -1, -1):
-        for q in range(indptr[r], indptr[r + 1]):
-            d = data[q]
-            src = indices[q]
-            for c in range(m):
-                y[r, c] -= d * y[src, c]
-    out = np.empty_like(y)
-    for k in range(n):
-        out[k] = y[perm[k]]
-    return out
-
-
 _forward_jit = numba.njit(_whiten_forward, cache=True)
 _backward_jit = numba.njit(_whiten_backward, cache=True)
+
+
+@numba.njit(cache=True)
+def _rows_forward(z, scale, perm, indptr, indices, data):
+    """B₀ zᵀ for each row of z (m, K), one row at a time: each row's solve stays in cache
+    (4,000 NUTS draws at paper scale: ~0.2 s, where one pass over all columns took ~2 s; a
+    parallel loop costs more to load from numba's cache than it saves)."""
+    out = np.empty_like(z)
+    for d in range(z.shape[0]):
+        out[d] = _forward_jit(z[d], scale, perm, indptr, indices, data)
+    return out
 
 
 @numba.njit(parallel=True, cache=True)

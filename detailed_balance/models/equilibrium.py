@@ -261,10 +261,10 @@ class PairModel:
         pairs = self.pairs
         dims = ("chain", "draw")
         z = posterior["V_white"].transpose(*dims, "latent").to_numpy()
-        dv = self.whitening.apply(z) - self.whitening.centre
-        v = pairs.with_reference(self.model_config["reference"]).centre(dv + self.whitening.centre)
+        v = self.whitening.apply(z)
+        dv = v - self.whitening.centre if self.nonequilibrium else None
+        v = pairs.with_reference(self.model_config["reference"]).centre(v, inplace=True)
         out = {"V": ((*dims, "state"), v)}
-        del v
         for name in self.sampler_variables:
             out[name] = posterior[name].transpose(*dims)
         if self.nonequilibrium:
