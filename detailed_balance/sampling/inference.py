@@ -2,14 +2,15 @@
 
 Methods:
 
-- ``"nuts"``: `pm.sample` with ``nuts_sampler="nutpie"`` (passed explicitly and recorded) in
-  the model's whitened coordinates;
+- ``"nuts"``: nutpie (`nutpie.compile_pymc_model` + `nutpie.sample`; the sampler name is
+  recorded; ``sampler="pymc"`` for PyMC's own NUTS) in the model's whitened coordinates;
+  nutpie stores only the sampled coordinates, and `model.expand` computes the rest;
 - ``"advi"``: `pm.fit(method="advi")` (mean-field in the whitened coordinates, where the
   posterior is close to independent, so mean-field is a good fit) then draws;
 - ``"map"``: the numpy L-BFGS MAP plus draws from its Laplace approximation N(θ*, H⁻¹) with H
   the sparse Gauss–Newton precision (graph Laplacian + prior curvature), drawn by
-  perturb-then-solve (one sparse factorisation, or block conjugate gradients when the
-  factor would fill in too much). The non-equilibrium MAP keeps τ_A at its mode (see
+  perturb-then-solve (one sparse factorisation, or conjugate gradients preconditioned by
+  the incomplete factor when the exact one would fill in too much). The non-equilibrium MAP keeps τ_A at its mode (see
   `NonEquilibriumModel`); its draws are conditional on that τ_A.
 
 Every result is an `xarray.DataTree` with the groups of the ARCHITECTURE contract
@@ -95,7 +96,8 @@ def fit(
     """Fit `model` to `data` (one LLM) by NUTS, ADVI or MAP + Laplace; see the module doc.
 
     `kwargs` are further sampler options (`DEFAULT_SAMPLER_CONFIG`: target_accept, maxdepth,
-    cores, advi_iterations, advi_method). The same seed gives the same draws.
+    cores, window_switch_freq (nutpie), advi_iterations, advi_method). The same seed gives
+    the same draws.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
