@@ -148,6 +148,15 @@ def test_expand_equals_the_models_deterministics(small_sim, cls, config):
     assert list(got["V"]["state"].to_numpy()) == list(model.pairs.states.astype(str))
 
 
+def test_window_restarts_only_where_a_scale_is_sampled():
+    """A growing mass-matrix window only for the plain whitened equilibrium model; every model
+    with a sampled scale, or unwhitened, keeps nutpie's restarts (80)."""
+    assert EquilibriumModel().window_switch_freq == 10_000
+    assert EquilibriumModel({"V_prior": "normal"}).window_switch_freq == 80
+    assert EquilibriumModel({"parameterization": "direct"}).window_switch_freq == 80
+    assert NonEquilibriumModel().window_switch_freq == 80
+
+
 @pytest.mark.parametrize("nonequilibrium", [False, True])
 @pytest.mark.parametrize("prior", ["wide", "student_t"])
 def test_gradient_matches_finite_differences(small_sim, nonequilibrium, prior):

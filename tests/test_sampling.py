@@ -57,6 +57,8 @@ def test_nuts_recovers_known_potential_and_records_nutpie(sim, nuts_eq):
     tree = nuts_eq.posterior
     assert tree.attrs["sampler"] == "nutpie" and tree.attrs["method"] == "nuts"
     assert json.loads(tree.attrs["sampler_config"])["sampler"] == "nutpie"
+    # the growing mass-matrix window this model asks for, recorded as used
+    assert json.loads(tree.attrs["sampler_config"])["window_switch_freq"] == 10_000
     v = tree["posterior"]["V"]
     assert v.dims == ("chain", "draw", "state") and v.shape[:2] == (2, 400)
     assert int(tree["sample_stats"]["diverging"].sum()) == 0

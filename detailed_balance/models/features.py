@@ -543,6 +543,8 @@ class FeaturePotentialModel(PairModel):
     def sampler_variables(self) -> list[str]:
         return self.stored_variables  # the sampler stores all of them (no `expand` here)
 
+    window_switch_freq = 80  # nutpie's default: σ_ε is sampled from a point estimate
+
     def expand(self, posterior: xr.Dataset) -> xr.Dataset:
         return posterior[self.stored_variables]
 

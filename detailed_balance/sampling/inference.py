@@ -45,11 +45,9 @@ DEFAULT_SAMPLER_CONFIG: dict[str, Any] = {
     "sampler": "nutpie",
     "target_accept": 0.8,
     "maxdepth": 10,
-    # Tuning draws between nutpie's restarts of its mass-matrix window (nutpie's own default:
-    # 80, and 10 early on). A restart forgets a transient, and there is none here: chains
-    # start at the MAP in whitened coordinates. One growing window adapts with less noise:
-    # 150,000 instead of 175,000 leapfrog steps in tuning at paper scale (README, Benchmarks).
-    "window_switch_freq": 10_000,
+    # Tuning draws between nutpie's restarts of its mass-matrix window; None: the model's
+    # `window_switch_freq` (see `PairModel`), recorded as used.
+    "window_switch_freq": None,
     "advi_iterations": 3_000,
     "advi_learning_rate": 0.005,
     "advi_method": "advi",  # or fullrank_advi (small models only)
@@ -67,7 +65,7 @@ def sampler_config(**overrides: Any) -> dict[str, Any]:
     config = dict(DEFAULT_SAMPLER_CONFIG)
     config.update({k: v for k, v in overrides.items() if v is not None})
     for key in ("draws", "chains", "advi_iterations", "window_switch_freq"):
-        if int(config[key]) < 1:
+        if config[key] is not None and int(config[key]) < 1:
             raise ValueError(f"{key} must be >= 1, got {config[key]}.")
     if int(config["tune"]) < 0:
         raise ValueError(f"tune must be >= 0, got {config['tune']}.")
@@ -141,6 +139,8 @@ def _nuts(model: PairModel, pm_model: pm.Model, config: dict[str, Any]) -> xr.Da
         # scale (initial-point functions, trace conversion) to the same compiled sampler.
         import nutpie
 
+        if config["window_switch_freq"] is None:
+            config["window_switch_freq"] = int(getattr(model, "window_switch_freq", 80))
         # nutpie stores the sampled coordinates in any case; V, A and the loop affinities
         # are computed from them afterwards (`expand`), not stored a second time per draw.
         compiled = nutpie.compile_pymc_model(
