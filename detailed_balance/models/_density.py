@@ -424,13 +424,14 @@ class SpdSolver:
         self.method = "splu" if self.lu is not None else "pcg"
         if self.lu is None:
             self.preconditioner = ilu_whitening(self.matrix, np.zeros(matrix.shape[0]))
+            self.ordered = self.preconditioner.factor_order(self.matrix)  # once, for every solve
 
     def solve(self, rhs: np.ndarray, tol: float = 1e-8, maxiter: int = 5000) -> np.ndarray:
         if self.lu is not None:
             return self.lu.solve(rhs)
         if rhs.ndim == 1:
             return self.solve(rhs[:, None], tol, maxiter)[:, 0]
-        out, iterations = self.preconditioner.pcg(self.matrix, rhs, tol, maxiter)
+        out, iterations = self.preconditioner.pcg(self.ordered, rhs, tol, maxiter)
         if np.any(iterations >= maxiter):
             warnings.warn(
                 f"conjugate gradients did not reach tol={tol} in {maxiter} iterations for "
@@ -443,15 +444,11 @@ class SpdSolver:
 
 def block_pcg(matrix, rhs, inv_diag, tol: float = 1e-8, maxiter: int = 5000) -> np.ndarray:
     """Jacobi-preconditioned (`inv_diag`) conjugate gradients on all columns of `rhs` at once."""
-
-    def precondition(r: np.ndarray) -> np.ndarray:
-        return inv_diag[:, None] * r
-
     two_d = rhs.ndim == 2
     b = rhs if two_d else rhs[:, None]
     x = np.zeros_like(b)
     r = b.copy()
-    z = precondition(r)
+    z = inv_diag[:, None] * r
     p = z.copy()
     rz = np.sum(r * z, axis=0)
     norm_b = np.maximum(np.linalg.norm(b, axis=0), 1e-300)
@@ -462,7 +459,7 @@ def block_pcg(matrix, rhs, inv_diag, tol: float = 1e-8, maxiter: int = 5000) -> 
         r -= alpha * ap
         if np.max(np.linalg.norm(r, axis=0) / norm_b) < tol:
             break
-        z = precondition(r)
+        z = inv_diag[:, None] * r
         rz_new = np.sum(r * z, axis=0)
         p = z + (rz_new / rz) * p
         rz = rz_new

@@ -22,7 +22,7 @@ from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch import basic as numba_basic
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
-from ._whiten import _backward_jit, _forward_jit
+from ._whiten import _backward_jit, _forward_jit, _lift
 
 # exp and log1p by range reduction and polynomials the compiler can vectorise (libm's scalar
 # calls cost ~10 ns each on AVX2 machines, where numpy/numba have no SIMD float64 exp/log);
@@ -154,11 +154,10 @@ def pair_potential_jit(z, z_a, scalars, centre, basis_t, coef, scale, perm, indp
     """The fused density and its gradients (see `PairPotential`); the last five arguments
     are the Op's properties (prior and model choice)."""
     k = z.shape[0]
-    r = coef.shape[0]
     sigma = scalars[0]
     tau = scalars[1]
     # V = V* + B₀ (I + U diag(coef) Uᵀ) z
-    y = _lift(z, basis_t, coef, r)
+    y = _lift(z, basis_t, coef)
     dv = _forward_jit(y, scale, perm, indptr, indices, data)
     v = centre + dv
     # Prior of V centred per component (weights w), gauge term on the means. The kernel's
@@ -223,24 +222,7 @@ def pair_potential_jit(z, z_a, scalars, centre, basis_t, coef, scale, perm, indp
     g_scalars = np.empty(2)
     g_scalars[0] = d_sigma
     g_scalars[1] = d_tau
-    return np.asarray(logp), _lift(g_y, basis_t, coef, r), g_za, g_scalars
-
-
-@numba_njit(cache=True, **_FLAGS)
-def _lift(z, basis_t, coef, r):
-    """(I + U diag(coef) Uᵀ) z with basis_t = Uᵀ (r, K), rows contiguous: symmetric, so
-    also its own transpose. (Strided U, as (K, r) in C order, made a gradient with six soft
-    modes 1.8× as costly as with one.)"""
-    out = z.copy()
-    k = z.shape[0]
-    for s in range(r):
-        acc = 0.0
-        for q in range(k):
-            acc += basis_t[s, q] * z[q]
-        acc *= coef[s]
-        for q in range(k):
-            out[q] += basis_t[s, q] * acc
-    return out
+    return np.asarray(logp), _lift(g_y, basis_t, coef), g_za, g_scalars
 
 
 class PairPotential(Op):

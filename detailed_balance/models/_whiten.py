@@ -86,22 +86,26 @@ class Whitening:
         """B as a dense array (tests, small models)."""
         return self.apply(np.eye(len(self.centre))).T - self.centre[:, None]
 
-    def pcg(
-        self, matrix: sp.csc_matrix, rhs: np.ndarray, tol: float = 1e-8, maxiter: int = 5000
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Solve matrix X = rhs (K × m, matrix symmetric) by conjugate gradients
-        preconditioned with B Bᵀ (≈ matrix⁻¹ when this whitens it), one column per thread.
-        Returns X and the iterations per column (maxiter where it did not converge)."""
-        # Work in the factor's order (RCM for incomplete factors): a banded matrix, so the
-        # matrix-vector products and triangular solves read memory nearly sequentially.
+    def factor_order(self, matrix: sp.spmatrix) -> sp.csc_matrix:
+        """A symmetric (K × K) matrix with rows and columns in the factor's order, for `pcg`."""
         inverse = np.argsort(self.perm)
-        matrix = sp.csc_matrix(matrix, dtype=float)[inverse][:, inverse].tocsc()
+        return sp.csc_matrix(matrix, dtype=float)[inverse][:, inverse].tocsc()
+
+    def pcg(
+        self, ordered: sp.csc_matrix, rhs: np.ndarray, tol: float = 1e-8, maxiter: int = 5000
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Solve H X = rhs (K × m, H symmetric, given as `ordered` = `factor_order(H)`) by
+        conjugate gradients preconditioned with B Bᵀ (≈ H⁻¹ when this whitens H), one column
+        per thread. Returns X and the iterations per column (maxiter where it did not
+        converge). In the factor's order (RCM for incomplete factors) H is banded, so the
+        matrix-vector products and triangular solves read memory nearly sequentially."""
+        inverse = np.argsort(self.perm)
         basis_t = np.ascontiguousarray(self.basis.T)  # z is in factor order already
         rhs = np.asarray(rhs, dtype=float)
         out, iterations = _pcg_columns(
-            matrix.indptr.astype(np.int64),
-            matrix.indices.astype(np.int64),
-            matrix.data,
+            ordered.indptr.astype(np.int64),
+            ordered.indices.astype(np.int64),
+            ordered.data,
             self.scale,
             np.arange(len(self.perm), dtype=np.int64),
             self.indptr,
@@ -318,16 +322,27 @@ def _pcg_columns(
 
 
 @numba.njit(cache=True)
-def _precondition(r, scale, perm, indptr, indices, data, basis_t, lift2):
-    t = _backward_jit(r, scale, perm, indptr, indices, data, r)
-    for s in range(lift2.shape[0]):
+def _lift(z, basis_t, coef):
+    """(I + U diag(coef) Uᵀ) z with basis_t = Uᵀ (r, K), rows contiguous: symmetric, so
+    also its own transpose. (Strided U, as (K, r) in C order, made a gradient with six soft
+    modes 1.8× as costly.)"""
+    out = z.copy()
+    k = z.shape[0]
+    for s in range(coef.shape[0]):
         acc = 0.0
-        for q in range(t.shape[0]):
-            acc += basis_t[s, q] * t[q]
-        acc *= lift2[s]
-        for q in range(t.shape[0]):
-            t[q] += basis_t[s, q] * acc
-    return _forward_jit(t, scale, perm, indptr, indices, data)
+        for q in range(k):
+            acc += basis_t[s, q] * z[q]
+        acc *= coef[s]
+        for q in range(k):
+            out[q] += basis_t[s, q] * acc
+    return out
+
+
+@numba.njit(cache=True)
+def _precondition(r, scale, perm, indptr, indices, data, basis_t, lift2):
+    """B Bᵀ r = B₀ (I + U diag(lift2) Uᵀ) B₀ᵀ r."""
+    t = _backward_jit(r, scale, perm, indptr, indices, data, r)
+    return _forward_jit(_lift(t, basis_t, lift2), scale, perm, indptr, indices, data)
 
 
 class Whiten(Op):
