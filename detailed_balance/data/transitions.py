@@ -22,6 +22,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from .names import as_names
+
 DEFAULT_LLM = "default"
 VisitsSpec = Literal["uniform", "outgoing"] | pd.DataFrame | None
 
@@ -264,14 +266,20 @@ class Transitions:
     def states(self) -> pd.Index:
         """All state names (sources, targets and visited states of every LLM), sorted."""
         if "states" not in self._cache:
+            # object arrays throughout: `.astype(str)` would copy every row's name at the
+            # width of the longest name (one 100 kB name: 400 kB per row)
             names = np.unique(
-                np.concatenate(
-                    [
-                        self.counts["source"].to_numpy(dtype=object),
-                        self.counts["target"].to_numpy(dtype=object),
-                        self.visits["source"].to_numpy(dtype=object),
-                    ]
-                ).astype(str)
+                as_names(
+                    pd.unique(
+                        np.concatenate(
+                            [
+                                self.counts["source"].to_numpy(dtype=object),
+                                self.counts["target"].to_numpy(dtype=object),
+                                self.visits["source"].to_numpy(dtype=object),
+                            ]
+                        )
+                    )
+                )
             )
             self._cache["states"] = pd.Index(names, name="state", dtype=object)
         return self._cache["states"]
