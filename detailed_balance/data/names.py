@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+
 def _one(value: Any) -> str:
     if isinstance(value, str):
         return value
