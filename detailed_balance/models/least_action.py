@@ -50,7 +50,6 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import minimize
 from scipy.sparse.csgraph import breadth_first_order, connected_components
-from scipy.sparse.linalg import LinearOperator, cg
 from threadpoolctl import threadpool_limits
 
 from detailed_balance.data import DataError, Transitions
@@ -85,6 +84,11 @@ class LeastActionResult:
     action: the minimum of the paper's normalised action S (the infimum over all V: moves
         between components contribute 0); `action_sum` is #states × action.
     converged: max|∂S_sum/∂V| ≤ gtol at the returned point; `gradient_max` is that maximum.
+    step_max: max|Newton step| at the returned point, H⁻¹∇S_sum: the predicted distance (kT) of
+        the potentials from the exact minimiser. Tiny (≤ 1e-8) when the action pins V down; it
+        stays large where the action is flat to float precision (a group of states joined to
+        the rest of its piece only by moves with gaps of ~30 kT, where K″ ≈ e^{−30}): such
+        offsets are not determined by the action in float64 even though the gradient is ~0.
     one_sided_bounds: pairs seen in one direction only (upper→lower n times, never back):
         since T(lower→upper) < 1/N_lower, V_upper − V_lower > log(T(upper→lower)·N_lower).
         Columns: upper, lower, n, N_upper, N_lower, bound, gap (fitted V_upper − V_lower;
@@ -107,6 +111,7 @@ class LeastActionResult:
     message: str
     settings: dict = field(default_factory=dict)
     one_sided_bounds: pd.DataFrame = field(default_factory=pd.DataFrame)
+    step_max: float = 0.0
 
     @property
     def n_pieces(self) -> int:
@@ -303,60 +308,144 @@ def _laplacian_pattern(source: np.ndarray, target: np.ndarray, n: int) -> tuple[
     return slot, sign, codes % n, indptr, unique_rows
 
 
+# Polishing stops when the Newton step (the predicted distance to the minimiser) is this small.
+XTOL = 1e-8
+
+
 def _newton(
     problem: _Problem, x: np.ndarray, ground: np.ndarray, gtol: float, maxiter: int
 ) -> tuple[np.ndarray, int, str]:
-    """Damped Newton on the summed action; H solved by Jacobi-preconditioned CG.
+    """Trust-region Newton on the summed action; each step by Steihaug's truncated CG.
 
     `ground` holds one state per piece fixed (the Laplacian is singular along per-piece
-    constants), which makes the reduced Hessian positive definite. The CG tolerance shrinks
-    with the gradient (Eisenstat–Walker), so convergence is superlinear.
+    constants), which makes the reduced Hessian positive definite. Why a trust region and not
+    a line search: on sparse data the optimum can sit at gaps of tens of kT (a long cycle of
+    likely moves closed by one rare move), where softplus is linear and K″ ≈ e^{−|x|} ≈ 0.
+    Far from the optimum such flat edges make H nearly singular, the Newton step enormous
+    (|step| ≈ 1e16 was seen at the paper's density) and backtracking along it hopeless. The
+    trust region (in the Jacobi-scaled norm) bounds every step by where the quadratic model
+    was last found reliable and lets CG stop on its boundary, so the steps stay sensible; near
+    the optimum the radius no longer binds and the steps are plain inexact Newton steps, whose
+    CG tolerance shrinks with the gradient (Eisenstat–Walker), so convergence is superlinear.
     """
     # Newton converges quadratically near the optimum, so polishing far below gtol costs a
     # step or two and makes V accurate even where the Hessian is small (rarely-seen pairs).
     target = gtol * 1e-3
     f, g = problem.value_grad(x)
+    g[ground] = 0.0  # the gradient sums to 0 per piece; the ground states are not moved
+    # The action is ≥ 0, so no step can lower it by more than f: a model step that promises
+    # more is not to be trusted. ½‖p‖²_M ≈ the predicted decrease of a Newton step p.
+    radius = math.sqrt(2.0 * f) + 1.0
     stop, n_iter = "maxiter reached", maxiter
     for it in range(maxiter):
         g_max = float(np.max(np.abs(g)))
-        if g_max <= target:
+        if g_max == 0.0:
             stop, n_iter = "", it
             break
-        step, slope = _newton_step(problem, x, g, ground, g_max)
-        t = 1.0
-        for _ in range(40):
-            f_new, g_new = problem.value_grad(x + t * step)
-            armijo = f_new <= f + 1e-4 * t * slope
-            # At the float resolution of f, accept a step that shrinks the gradient instead.
-            flat = abs(f_new - f) <= 1e-13 * max(1.0, abs(f)) and np.max(np.abs(g_new)) < g_max
-            if armijo or flat:
-                break
-            t *= 0.5
-        else:
-            stop, n_iter = "line search failed at the float resolution of the action", it
+        hessian = problem.hessian(x, ground)
+        scale = _jacobi_scale(hessian)
+        rtol = min(0.5, math.sqrt(g_max))
+        step, predicted, boundary = _steihaug(hessian, g, scale, radius, rtol)
+        # A small gradient is not yet the minimiser where the action is nearly flat: a piece
+        # joined to the rest only by moves deep in the kernel's tail (gaps of 25-40 kT) has a
+        # gradient ~e^{-gap} along its offset while the Newton step there is still ~1 kT. So
+        # stop on both: gradient below target AND Newton step below XTOL.
+        if g_max <= target and np.abs(step).max() <= XTOL:
+            stop, n_iter = "", it
             break
-        x, f, g = x + t * step, f_new, g_new
+        f_new, g_new = problem.value_grad(x + step)
+        g_new[ground] = 0.0
+        actual = f_new - f
+        # At the float resolution of f the ratio is noise: judge by the gradient instead.
+        resolution = 1e-13 * max(1.0, abs(f))
+        if abs(actual) <= resolution and -predicted <= resolution:
+            ratio = 1.0 if np.max(np.abs(g_new)) < g_max else 0.0
+        else:
+            ratio = actual / predicted if predicted < 0 else -1.0
+        size = math.sqrt(float(scale @ (step * step)))
+        if ratio < 0.25:
+            radius = 0.25 * size
+        elif ratio > 0.75 and boundary:
+            radius *= 2.0
+        if ratio > 1e-4:
+            x, f, g = x + step, f_new, g_new
+        elif g_max <= target:  # polishing: no progress is possible at the float resolution
+            stop, n_iter = "", it
+            break
+        elif size <= 1e-15 * (1.0 + math.sqrt(float(scale @ (x * x)))):
+            stop, n_iter = "trust region shrank to the float resolution of the potentials", it
+            break
+    g = problem.value_grad(x)[1]
     if float(np.max(np.abs(g))) <= gtol:
-        return x, n_iter, "converged: max|gradient of summed action| <= gtol (Newton)"
-    return x, n_iter, f"stopped: {stop} (Newton)"
+        return x, n_iter, "converged: max|gradient of summed action| <= gtol (trust-region Newton)"
+    return x, n_iter, f"stopped: {stop} (trust-region Newton)"
 
 
-def _newton_step(
-    problem: _Problem, x: np.ndarray, g: np.ndarray, ground: np.ndarray, g_max: float
-) -> tuple[np.ndarray, float]:
-    """Solve H step = −g (ground states fixed) by Jacobi-preconditioned CG; return step, g·step."""
-    hessian = problem.hessian(x, ground)
-    rhs = -g.copy()
-    rhs[ground] = 0.0
+def _jacobi_scale(hessian: sp.csr_matrix) -> np.ndarray:
+    """The preconditioner and trust-region metric: diag(H), floored.
+
+    The floor (1e-10 of the largest entry) keeps a state whose every edge lies in a flat
+    stretch of the kernel (K″ ≈ 0) from being allowed an unbounded move.
+    """
     diag = hessian.diagonal()
-    inv_diag = 1.0 / np.maximum(diag, 1e-300)
-    precond = LinearOperator(hessian.shape, matvec=inv_diag.__mul__, dtype=float)
-    step, _ = cg(hessian, rhs, rtol=min(0.5, math.sqrt(g_max)), M=precond)
-    slope = float(g @ step)
-    if not slope < 0:  # CG gave no descent direction (should not happen): scaled steepest descent
-        step = rhs * inv_diag
-        slope = float(g @ step)
-    return step, slope
+    return np.maximum(diag, 1e-10 * float(diag.max()))
+
+
+def _steihaug(
+    hessian: sp.csr_matrix, g: np.ndarray, scale: np.ndarray, radius: float, rtol: float
+) -> tuple[np.ndarray, float, bool]:
+    """Steihaug–Toint truncated preconditioned CG for min g·p + ½pᵀHp, ‖p‖_M ≤ radius.
+
+    M = diag(scale) is both the preconditioner and the norm (then ‖p‖_M grows monotonically
+    along the CG iterates, so the first iterate outside the region is where to stop). Stops
+    when ‖Hp + g‖ ≤ rtol·‖g‖ (interior) or on the boundary. Returns p, the model decrease
+    g·p + ½pᵀHp (< 0) and whether p is on the boundary. Ground rows have g = 0 and an identity
+    row in H, so they stay 0.
+    """
+    p = np.zeros_like(g)
+    hp = np.zeros_like(g)
+    r = g.copy()
+    z = r / scale
+    d = -z
+    rz = float(r @ z)
+    tol = rtol * math.sqrt(float(g @ g))
+    boundary = False
+    for _ in range(10 * len(g)):
+        hd = hessian @ d
+        curvature = float(d @ hd)
+        alpha = rz / curvature if curvature > 0 else math.inf
+        trial = p + alpha * d if math.isfinite(alpha) else None
+        if trial is None or float(scale @ (trial * trial)) >= radius * radius:
+            # Step to the boundary along d: ‖p + τd‖_M = radius, τ ≥ 0.
+            a = float(scale @ (d * d))
+            b = float(scale @ (p * d))
+            c = float(scale @ (p * p)) - radius * radius
+            tau = (-b + math.sqrt(max(b * b - a * c, 0.0))) / a
+            p, hp, boundary = p + tau * d, hp + tau * hd, True
+            break
+        p, hp = trial, hp + alpha * hd
+        r = r + alpha * hd
+        if math.sqrt(float(r @ r)) <= tol:
+            break
+        z = r / scale
+        rz_new = float(r @ z)
+        d = -z + (rz_new / rz) * d
+        rz = rz_new
+    return p, float(g @ p + 0.5 * (p @ hp)), boundary
+
+
+def _newton_distance(
+    problem: _Problem, x: np.ndarray, piece_of_var: np.ndarray, g: np.ndarray
+) -> float:
+    """max|H⁻¹g| at x (one accurate CG solve, no trust region): distance to the minimiser."""
+    ground = _ground_states(problem, piece_of_var)
+    g = g.copy()
+    g[ground] = 0.0
+    if not np.any(g):
+        return 0.0
+    hessian = problem.hessian(x, ground)
+    step = _steihaug(hessian, g, _jacobi_scale(hessian), math.inf, 1e-10)[0]
+    return float(np.max(np.abs(step)))
 
 
 def _lbfgsb(
@@ -513,6 +602,7 @@ def least_action(
             x, n_iter, message = _lbfgsb(problem, x0, gtol, maxiter)
     s_sum, grad = problem.value_grad(x)
     grad_max = float(np.max(np.abs(grad))) if problem.n else 0.0
+    step_max = _newton_distance(problem, x, piece_of_var, grad) if problem.n else 0.0
 
     # Gauge: zero mean per piece (bincount), or 0 at the reference state within its piece.
     if problem.n:
@@ -557,6 +647,7 @@ def least_action(
         message=message,
         settings=settings,
         one_sided_bounds=_one_sided_bounds(data, name, potentials, piece),
+        step_max=step_max,
     )
 
 
