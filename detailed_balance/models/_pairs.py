@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from detailed_balance.data import DataError, Transitions
+from detailed_balance.data.names import as_names
 
 
 @dataclass(frozen=True)
@@ -167,10 +168,10 @@ def pair_data(data: Transitions, llm: str | None = None) -> PairData:
     component = connected_components(undirected, directed=False)[1]
     bounded = _bounded(i, j, n_fg, n_gf, component, k)
     weights = _centring_weights(component, bounded)
-    names = data.states.to_numpy()[used].astype(object)
+    names = as_names(data.states.to_numpy()[used])
     cycle_pairs, cycle_names = _modelled_cycles(data, name, used, gi, gj)
-    all_states = data.states.to_numpy()
-    unidentified = np.setdiff1d(all_states.astype(str), names.astype(str)).astype(object)
+    # names stay objects: `astype(str)` would copy every name at the width of the longest
+    unidentified = as_names(data.states[~np.isin(np.arange(data.n_states), used)])
     return PairData(
         llm=name,
         states=names,

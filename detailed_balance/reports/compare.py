@@ -19,6 +19,7 @@ import xarray as xr
 from scipy.special import gammaln
 
 from detailed_balance.data import Transitions
+from detailed_balance.data.names import as_names
 from detailed_balance.models.hierarchy import (
     HierarchicalModel,
     interval,
@@ -27,6 +28,8 @@ from detailed_balance.models.hierarchy import (
     sample,
     temperature_table,
 )
+
+from .text import label
 
 # Names an agent may give its pooled "not a valid state" outcome; never counted as discovered.
 INVALID_NAMES = frozenset({"invalid", "<invalid>", "__invalid__", "none", "null"})
@@ -130,7 +133,7 @@ def downhill_draws(data: Transitions, tree: xr.DataTree, llm: str, threshold: fl
     moves = moves[moves["rate"] > threshold]
     v = tree["posterior"]["V_llm"].sel(llm=llm).stack(sample=("chain", "draw"))
     v = v.transpose("sample", "state")
-    pos = pd.Index(v["state"].to_numpy().astype(str))
+    pos = pd.Index(as_names(v["state"]), dtype=object)
     src = pos.get_indexer(moves["source"].astype(str))
     dst = pos.get_indexer(moves["target"].astype(str))
     values = v.to_numpy()
@@ -217,16 +220,18 @@ def llm_verdict(data: Transitions, method: str, seed: int, ci: float) -> dict[st
 
 # -- the document --------------------------------------------------------------------------------
 def comparison_reading(summary: dict[str, Any]) -> str:
-    """A few plain sentences: who is odd, who runs hotter, whether landscapes agree."""
+    """A few plain sentences: who is odd, who runs hotter, whether landscapes agree (LLM names
+    shown as labels: whitespace collapsed, cut to `LABEL_CHARS`)."""
     llms = summary["llms"]
     ref = summary["shared_landscape"]["reference"]
     odd = summary["shared_landscape"]["odd_one_out"]
+    ref_label = label(ref)
     sharing = {k: v for k, v in llms.items() if k != odd}
     parts = []
     if odd:
         tau = llms[odd]["tau_delta"]
         parts.append(
-            f"{odd} does not share the landscape of the others: its deviation scale τ_δ is "
+            f"{label(odd)} does not share the landscape of the others: its deviation scale τ_δ is "
             f"{tau['mean']:.2f} [{tau['lower']:.2f}, {tau['upper']:.2f}], so its temperature "
             f"relative to the shared landscape is not meaningful."
         )
@@ -241,18 +246,20 @@ def comparison_reading(summary: dict[str, Any]) -> str:
     for name in ranked:
         beta = sharing[name]["beta"]
         if beta["lower"] > 1:
-            how = f"colder than {ref} (descends more steeply)"
+            how = f"colder than {ref_label} (descends more steeply)"
         elif beta["upper"] < 1:
-            how = f"hotter than {ref} (more random)"
+            how = f"hotter than {ref_label} (more random)"
         else:
-            how = f"at a temperature indistinguishable from {ref}"
+            how = f"at a temperature indistinguishable from {ref_label}"
         parts.append(
-            f"{name} runs {how}: β = {beta['mean']:.2f} [{beta['lower']:.2f}, {beta['upper']:.2f}]."
+            f"{label(name)} runs {how}: β = {beta['mean']:.2f} [{beta['lower']:.2f}, {beta['upper']:.2f}]."
         )
     verdicts = {k: v["verdict"] for k, v in llms.items() if v["verdict"] != "not tested"}
     if verdicts:
         parts.append(
-            "Detailed balance per LLM: " + ", ".join(f"{k} {v}" for k, v in verdicts.items()) + "."
+            "Detailed balance per LLM: "
+            + ", ".join(f"{label(k)} {v}" for k, v in verdicts.items())
+            + "."
         )
     return " ".join(parts)
 
@@ -269,7 +276,7 @@ def comparison_document(comparison: Comparison) -> tuple[Any, dict[str, Any]]:
         "Comparing LLMs",
         f"{len(data.llms)} LLMs, {data.n_states} states, "
         f"{int(data.counts['count'].sum())} counted transitions; hierarchical model "
-        f"({summary['method']}), reference {summary['shared_landscape']['reference']}, "
+        f"({summary['method']}), reference {label(summary['shared_landscape']['reference'])}, "
         f"{ci:.0%} intervals",
     )
     doc.reading(comparison_reading(summary))
@@ -278,7 +285,7 @@ def comparison_document(comparison: Comparison) -> tuple[Any, dict[str, Any]]:
     for name, entry in summary["llms"].items():
         rows.append(
             {
-                "LLM": name + (" (ref)" if entry["reference"] else ""),
+                "LLM": label(name) + (" (ref)" if entry["reference"] else ""),
                 "calls": int(entry["calls"]),
                 "distinct valid": entry["distinct_valid"],
                 "visit entropy": entry["visit_entropy"],
@@ -291,7 +298,10 @@ def comparison_document(comparison: Comparison) -> tuple[Any, dict[str, Any]]:
         )
     doc.table(pd.DataFrame(rows), f"mean [{ci:.0%} interval]")
     doc.heading("Do the LLMs share a landscape?")
-    corr = [{"pair": k, "r": _text(v)} for k, v in summary["landscape_correlation"].items()]
+    corr = [
+        {"pair": _pair_label(k, summary["llms"]), "r": _text(v)}
+        for k, v in summary["landscape_correlation"].items()
+    ]
     doc.table(pd.DataFrame(corr), "Pearson r of the posterior landscapes μ + δ over shared states")
     doc.figure(figures.landscape_scatter_figure(comparison.tree), "Landscapes of LLM pairs")
     doc.figure(
@@ -316,6 +326,15 @@ def comparison_document(comparison: Comparison) -> tuple[Any, dict[str, Any]]:
         )
     )
     return doc, summary
+
+
+def _pair_label(key: str, llms: dict[str, Any]) -> str:
+    """A landscape-correlation key "a|b" with each LLM name as a label (names may hold "|")."""
+    for name in llms:
+        rest = key[len(name) + 1 :]
+        if key.startswith(name + "|") and rest in llms:
+            return f"{label(name)} | {label(rest)}"
+    return label(key)
 
 
 def _text(value: dict | None) -> str:

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .text import markdown_text
+
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0;
        color: #1d2733; background: #f7f8fa; line-height: 1.45; }
@@ -144,25 +146,29 @@ class Document:
         raise ValueError(f"unknown block kind {block.kind!r}")
 
     def to_markdown(self, figure_dir: Path | None = None, link_prefix: str = "") -> str:
-        """Markdown; figures are written to `figure_dir` (if given) and linked."""
-        lines = [f"# {self.title}", "", f"_{self.subtitle}_" if self.subtitle else "", ""]
+        """Markdown; figures are written to `figure_dir` (if given) and linked.
+
+        Every text (title, headings, paragraphs, table cells, captions) goes through
+        `markdown_text`, so names holding HTML or Markdown syntax render as text."""
+        md = markdown_text
+        lines = [f"# {md(self.title)}", "", f"_{md(self.subtitle)}_" if self.subtitle else "", ""]
         count = 0
         for block in self.blocks:
             if block.kind == "heading":
-                lines += [f"## {block.payload}", ""]
+                lines += [f"## {md(block.payload)}", ""]
             elif block.kind in ("text", "reading"):
                 prefix = "> " if block.kind == "reading" else ""
-                lines += [prefix + block.payload, ""]
+                lines += [prefix + md(block.payload), ""]
             elif block.kind == "verdict":
-                lines += [f"**{block.extra['label']}: {str(block.payload).upper()}**", ""]
+                lines += [f"**{md(block.extra['label'])}: {md(str(block.payload).upper())}**", ""]
             elif block.kind == "table":
                 frame = block.payload
                 if block.extra["caption"]:
-                    lines += [f"*{block.extra['caption']}*", ""]
-                lines.append("| " + " | ".join(map(str, frame.columns)) + " |")
+                    lines += [f"*{md(block.extra['caption'])}*", ""]
+                lines.append("| " + " | ".join(md(c) for c in frame.columns) + " |")
                 lines.append("|" + "---|" * len(frame.columns))
                 for row in frame.itertuples(index=False):
-                    lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+                    lines.append("| " + " | ".join(md(_cell(v)) for v in row) + " |")
                 lines.append("")
             elif block.kind == "figure":
                 count += 1
@@ -170,7 +176,7 @@ class Document:
                 if figure_dir is not None:
                     figure_dir.mkdir(parents=True, exist_ok=True)
                     (figure_dir / name).write_bytes(block.payload)
-                lines += [f"![{block.extra['caption']}]({link_prefix}{name})", ""]
+                lines += [f"![{md(block.extra['caption'])}]({link_prefix}{name})", ""]
         return "\n".join(lines)
 
     def write(

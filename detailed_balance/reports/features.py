@@ -19,6 +19,7 @@ from detailed_balance.features.posterior import feature_summary, theta_summary
 
 from .document import Document
 from .figures import DOWN, MAIN, UP, _figure
+from .text import figure_label, label
 
 
 def theta_forest_figure(fit: Any, *, ci: float = 0.9) -> Figure:
@@ -36,7 +37,9 @@ def theta_forest_figure(fit: Any, *, ci: float = 0.9) -> Figure:
     ax.hlines(y, std["lower"], std["upper"], color=colour, lw=2)
     ax.scatter(std["mean"], y, color=colour, zorder=3)
     ax.axvline(0, color="0.3", lw=1, ls="--")
-    labels = [f"{name[:24]} ({raw.loc[name, 'mean']:+.3g}/unit)" for name in std["feature"]]
+    labels = [
+        f"{figure_label(name, 24)} ({raw.loc[name, 'mean']:+.3g}/unit)" for name in std["feature"]
+    ]
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"θ: change of V per SD of the feature (kT; mean, {ci:.0%} interval)")
@@ -66,7 +69,8 @@ def feature_reading(numbers: dict[str, Any]) -> str:
     ]
     if len(credible):
         names = ", ".join(
-            f"{r.feature} ({'raises' if r.mean > 0 else 'lowers'} V)" for r in credible.itertuples()
+            f"{label(r.feature)} ({'raises' if r.mean > 0 else 'lowers'} V)"
+            for r in credible.itertuples()
         )
         parts.append(f"Credibly non-zero: {names}.")
     else:
@@ -88,6 +92,7 @@ def feature_section(fit: Any, doc: Document | None = None, *, ci: float = 0.9) -
         doc.heading("Features")
         doc.reading(feature_reading(numbers))
         table = pd.DataFrame(numbers["theta"])
+        table["feature"] = table["feature"].map(label)  # shown cut; the JSON keeps them whole
         doc.table(table, f"θ per unit of each feature (mean, sd, {ci:.0%} interval)")
         doc.figure(theta_forest_figure(fit, ci=ci), "Feature effects θ (per SD of the feature)")
         headline = pd.DataFrame(
@@ -102,7 +107,10 @@ def feature_section(fit: Any, doc: Document | None = None, *, ci: float = 0.9) -
                     _interval(numbers["downhill_features"], ".3f"),
                 ),
                 ("features", str(numbers["features_source"])),
-                ("dropped (constant) features", ", ".join(numbers["dropped_features"]) or "–"),
+                (
+                    "dropped (constant) features",
+                    ", ".join(map(label, numbers["dropped_features"])) or "–",
+                ),
             ],
             columns=["quantity", "value"],
         )

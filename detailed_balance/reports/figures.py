@@ -24,7 +24,10 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from detailed_balance.data import Transitions  # noqa: E402
+from detailed_balance.data.names import as_names  # noqa: E402
 from detailed_balance.diagnostics import db_scatter, loop_balance  # noqa: E402
+
+from .text import figure_label  # noqa: E402
 
 DOWN, UP, FLAG, MAIN, BAND = "#2e7d32", "#c62828", "#d84315", "#1f4e79", "#9ecae1"
 MAX_DRAWS = 400
@@ -51,7 +54,7 @@ def potential_draws(result: Any, max_draws: int = MAX_DRAWS, seed: int = 0) -> p
     if len(values) > max_draws:
         pick = np.random.default_rng(seed).choice(len(values), max_draws, replace=False)
         values = values[np.sort(pick)]
-    return pd.DataFrame(values, columns=pd.Index(flat["state"].to_numpy().astype(str)))
+    return pd.DataFrame(values, columns=pd.Index(as_names(flat["state"]), dtype=object))
 
 
 def _interval(draws: np.ndarray, ci: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -268,7 +271,11 @@ def landscape_graph_figure(
     ax.scatter(x, v, s=25 + 120 * busy.reindex(chosen) / busy.max(), color=MAIN, zorder=3)
     for name in chosen[: min(12, len(chosen))]:
         ax.annotate(
-            name[:18], (x[name], v[name]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            figure_label(name, 18),
+            (x[name], v[name]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
         )
     ax.set_xlabel("score" if use_score else "rank of V")
     ax.set_ylabel("V (posterior mean)")
@@ -287,7 +294,7 @@ def potential_forest_figure(result: Any, *, n: int = 10, ci: float = 0.9) -> Fig
     y = np.arange(len(names))
     ax.hlines(y, lo, hi, color=MAIN, lw=2)
     ax.plot(mean_v[names], y, "o", color=MAIN)
-    ax.set_yticks(y, [s[:28] for s in names], fontsize=8)
+    ax.set_yticks(y, [figure_label(s, 28) for s in names], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"V (posterior mean, {ci:.0%} interval)")
     ax.set_title(f"Potentials: {n} lowest and {n} highest states")
@@ -303,9 +310,9 @@ def violations_figure(
     flagged items first, then the ones closest to being flagged (smallest lfsr).
     """
     fig, axes = _figure(10, 0.3 * top + 1.6, ncols=2)
-    for ax, table, what, label in (
-        (axes[0], pairs, "pairs", lambda r: f"{r['f']}→{r['g']}"),
-        (axes[1], cycles, "3-cycles", lambda r: f"{r['a']}→{r['b']}→{r['c']}"),
+    for ax, table, what, columns in (
+        (axes[0], pairs, "pairs", ("f", "g")),
+        (axes[1], cycles, "3-cycles", ("a", "b", "c")),
     ):
         if table is None or table.empty:
             _note(ax, f"no {what} to test")
@@ -317,11 +324,18 @@ def violations_figure(
         ax.hlines(y, shown["lower"], shown["upper"], color=colours, lw=2)
         ax.scatter(shown["mean"], y, color=colours, zorder=3)
         ax.axvline(0, color="0.3", lw=1, ls="--")
-        ax.set_yticks(y, [label(r)[:34] for _, r in shown.iterrows()], fontsize=7)
+        ax.set_yticks(y, _chain_labels(shown, columns, 34), fontsize=7)
         ax.invert_yaxis()
         ax.set_title(f"{what}: {int(table['flagged'].sum())} of {len(table)} flagged")
         ax.set_xlabel("A (antisymmetric term)" if what == "pairs" else "loop affinity Σ A")
     return fig
+
+
+def _chain_labels(table: pd.DataFrame, columns: tuple[str, ...], width: int) -> list[str]:
+    """Tick labels "f→g" / "a→b→c"; each name cut so the whole label fits in `width`."""
+    each = max(width // len(columns) - 1, 4)
+    names = [table[c].map(lambda name: figure_label(name, each)).astype(object) for c in columns]
+    return list(names[0].str.cat(names[1:], sep="→"))
 
 
 # -- sampler health and posterior predictive check ---------------------------------------------
@@ -392,9 +406,9 @@ def ppc_figure(result: Any, *, seed: int = 0, ci: float = 0.9, max_draws: int = 
     m = n_fg + const["n_gf"].to_numpy()
     offset = np.log(const["N_f"].to_numpy() / const["N_g"].to_numpy())
     v_all = tree["posterior"]["V"].stack(sample=("chain", "draw")).transpose("sample", "state")
-    names = pd.Index(v_all["state"].to_numpy().astype(str))
-    i = names.get_indexer(const["pair_f"].to_numpy().astype(str))
-    j = names.get_indexer(const["pair_g"].to_numpy().astype(str))
+    names = pd.Index(as_names(v_all["state"]), dtype=object)
+    i = names.get_indexer(as_names(const["pair_f"]))
+    j = names.get_indexer(as_names(const["pair_g"]))
     values = np.concatenate([v_all.to_numpy(), np.full((v_all.shape[0], 1), np.nan)], axis=1)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(values), min(max_draws, len(values)), replace=False)
@@ -452,7 +466,7 @@ def discovery_figure(curves: dict[str, pd.DataFrame]) -> Figure:
     """Distinct valid states against calls, one line per LLM (`compare.discovery_curve`)."""
     fig, ax = _figure()
     for name, curve in curves.items():
-        ax.plot(curve["calls"], curve["distinct"], lw=1.8, label=name)
+        ax.plot(curve["calls"], curve["distinct"], lw=1.8, label=figure_label(name, 30))
     ax.set_xscale("log")
     ax.set_xlabel("LLM calls")
     ax.set_ylabel("distinct valid states")
@@ -474,7 +488,7 @@ def beta_forest_figure(table: pd.DataFrame, ci: float = 0.9) -> Figure:
     ax.scatter(table["beta_mean"], y, color=colours, zorder=3)
     ax.axvline(1.0, color="0.3", ls="--", lw=1)
     labels = [
-        f"{name}{' (reference)' if ref else ''}{' (odd one out)' if odd else ''}"
+        f"{figure_label(name, 30)}{' (reference)' if ref else ''}{' (odd one out)' if odd else ''}"
         for name, ref, odd in zip(
             table.index, table["reference"], table["odd_one_out"], strict=True
         )
@@ -492,7 +506,7 @@ def landscape_scatter_figure(tree: xr.DataTree, max_panels: int = 6) -> Figure:
     post = tree["posterior"]
     landscape = (post["V"] + post["delta"]).mean(("chain", "draw"))
     corr = post["landscape_correlation"].mean(("chain", "draw"))
-    names = [str(x) for x in landscape["llm"].to_numpy()]
+    names = list(as_names(landscape["llm"]))
     ref = tree.attrs.get("reference_llm", names[0])
     pairs = [(a, b) for k, a in enumerate(names) for b in names[k + 1 :]]
     if len(pairs) > max_panels:
@@ -503,8 +517,8 @@ def landscape_scatter_figure(tree: xr.DataTree, max_panels: int = 6) -> Figure:
         y = landscape.sel(llm=b).to_numpy()
         ok = np.isfinite(x) & np.isfinite(y)
         ax.scatter(x[ok], y[ok], s=6, color=MAIN, alpha=0.6)
-        ax.set_xlabel(f"{a}: μ + δ")
-        ax.set_ylabel(f"{b}: μ + δ")
+        ax.set_xlabel(f"{figure_label(a, 30)}: μ + δ")
+        ax.set_ylabel(f"{figure_label(b, 30)}: μ + δ")
         ax.set_title(f"r = {float(corr.sel(llm_a=a, llm_b=b)):.2f}")
     return fig
 

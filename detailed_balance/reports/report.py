@@ -9,6 +9,8 @@ same data with `other_method` (ADVI by default) so the verdict has both sides.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from . import figures
 from .document import Document
 from .features import feature_section
 from .figures import as_tree, potential_draws
+from .text import label
 
 
 def _interval_text(value: dict | None, spec: str = ".2f") -> str:
@@ -181,13 +184,14 @@ def build_report(
     doc.figure(figures.landscape_graph_figure(data, result), "Landscape graph")
     doc.figure(figures.potential_forest_figure(result, ci=ci), "Lowest and highest potentials")
     states = state_table(result, data, ci)
+    shown = pd.concat([states.head(10), states.tail(10)]).drop_duplicates("state")
     doc.table(
-        pd.concat([states.head(10), states.tail(10)]).drop_duplicates("state"),
+        shown.assign(state=shown["state"].map(label)),
         f"States: 10 lowest and 10 highest V (mean, sd, {ci:.0%} interval)",
     )
     flagged = _flagged(evidence)
     if not flagged.empty:
-        doc.table(flagged, "Flagged pairs and 3-cycles")
+        doc.table(_flagged(evidence, name=label), "Flagged pairs and 3-cycles")
     features = feature_section(result, doc, ci=ci) if has_features(result) else None
     doc.heading("Model checking")
     conv = convergence(result)
@@ -196,9 +200,7 @@ def build_report(
     doc.figure(figures.ppc_figure(result, seed=seed, ci=ci), "Posterior predictive check")
     doc.heading("Data and settings")
     provenance = {**attrs, "data_states": data.n_states, "data_llms": ", ".join(data.llms)}
-    doc.table(
-        pd.DataFrame({"key": list(provenance), "value": [str(v) for v in provenance.values()]})
-    )
+    doc.table(_provenance_table(provenance, data))
     summary = {
         "verdict": ev["verdict"],
         "reading": text,
@@ -218,7 +220,31 @@ def build_report(
     return doc, _clean(summary)
 
 
-def _flagged(evidence: Verdict) -> pd.DataFrame:
+def _provenance_table(provenance: dict[str, Any], data: Transitions) -> pd.DataFrame:
+    """The provenance as key/value rows; names (LLMs, unidentified states) shown as labels."""
+    shown = {k: str(v) for k, v in provenance.items()}
+    shown["data_llms"] = ", ".join(label(name) for name in data.llms)
+    if "llm" in provenance:
+        shown["llm"] = label(provenance["llm"])
+    if "unidentified_states" in provenance:
+        try:
+            names = [str(s) for s in json.loads(provenance["unidentified_states"])]
+        except (TypeError, ValueError):
+            names = [str(provenance["unidentified_states"])]
+        listed = ", ".join(label(name) for name in names[:5])
+        more = f" and {len(names) - 5} more (summary.json lists all)" if len(names) > 5 else ""
+        shown["unidentified_states"] = f"{len(names)}: {listed}{more}" if names else "none"
+    return pd.DataFrame({"key": list(shown), "value": list(shown.values())})
+
+
+def _flagged(evidence: Verdict, name: Callable[[str], str] = str) -> pd.DataFrame:
+    """Flagged pairs and 3-cycles with their states joined by "→"; `name` maps each state name
+    (`label` for the document's table, the full name for the JSON summary)."""
+
+    def states(frame: pd.DataFrame, columns: str) -> pd.Series:
+        joined = [frame[c].map(name).astype(object) for c in columns]
+        return joined[0].str.cat(joined[1:], sep="→")
+
     parts = []
     if evidence.pairs is not None and len(evidence.pairs):
         p = evidence.pairs[evidence.pairs["flagged"]]
@@ -226,7 +252,7 @@ def _flagged(evidence: Verdict) -> pd.DataFrame:
             pd.DataFrame(
                 {
                     "kind": "pair",
-                    "states": p["f"].astype(str) + "→" + p["g"].astype(str),
+                    "states": states(p, "fg"),
                     "mean": p["mean"],
                     "lower": p["lower"],
                     "upper": p["upper"],
@@ -240,11 +266,7 @@ def _flagged(evidence: Verdict) -> pd.DataFrame:
             pd.DataFrame(
                 {
                     "kind": "3-cycle",
-                    "states": c["a"].astype(str)
-                    + "→"
-                    + c["b"].astype(str)
-                    + "→"
-                    + c["c"].astype(str),
+                    "states": states(c, "abc"),
                     "mean": c["mean"],
                     "lower": c["lower"],
                     "upper": c["upper"],
