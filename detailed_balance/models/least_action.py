@@ -314,8 +314,11 @@ XTOL = 1e-8
 
 def _newton(
     problem: _Problem, x: np.ndarray, ground: np.ndarray, gtol: float, maxiter: int
-) -> tuple[np.ndarray, int, str]:
+) -> tuple[np.ndarray, int, str, float | None]:
     """Trust-region Newton on the summed action; each step by Steihaug's truncated CG.
+
+    Returns x, iterations, message and max|Newton step| at x when the last step computed at
+    x was a full (interior) Newton step, else None.
 
     `ground` holds one state per piece fixed (the Laplacian is singular along per-piece
     constants), which makes the reduced Hessian positive definite. Why a trust region and not
@@ -336,11 +339,11 @@ def _newton(
     # The action is ≥ 0, so no step can lower it by more than f: a model step that promises
     # more is not to be trusted. ½‖p‖²_M ≈ the predicted decrease of a Newton step p.
     radius = math.sqrt(2.0 * f) + 1.0
-    stop, n_iter = "maxiter reached", maxiter
+    stop, n_iter, distance = "maxiter reached", maxiter, None
     for it in range(maxiter):
         g_max = float(np.max(np.abs(g)))
         if g_max == 0.0:
-            stop, n_iter = "", it
+            stop, n_iter, distance = "", it, 0.0
             break
         hessian = problem.hessian(x, ground)
         scale = _jacobi_scale(hessian)
@@ -350,8 +353,9 @@ def _newton(
         # joined to the rest only by moves deep in the kernel's tail (gaps of 25-40 kT) has a
         # gradient ~e^{-gap} along its offset while the Newton step there is still ~1 kT. So
         # stop on both: gradient below target AND Newton step below XTOL.
-        if g_max <= target and np.abs(step).max() <= XTOL:
-            stop, n_iter = "", it
+        step_max = float(np.max(np.abs(step)))
+        if g_max <= target and step_max <= XTOL and not boundary:
+            stop, n_iter, distance = "", it, step_max
             break
         f_new, g_new = problem.value_grad(x + step)
         g_new[ground] = 0.0
@@ -370,15 +374,16 @@ def _newton(
         if ratio > 1e-4:
             x, f, g = x + step, f_new, g_new
         elif g_max <= target:  # polishing: no progress is possible at the float resolution
-            stop, n_iter = "", it
+            stop, n_iter, distance = "", it, None if boundary else step_max
             break
         elif size <= 1e-15 * (1.0 + math.sqrt(float(scale @ (x * x)))):
             stop, n_iter = "trust region shrank to the float resolution of the potentials", it
             break
     g = problem.value_grad(x)[1]
     if float(np.max(np.abs(g))) <= gtol:
-        return x, n_iter, "converged: max|gradient of summed action| <= gtol (trust-region Newton)"
-    return x, n_iter, f"stopped: {stop} (trust-region Newton)"
+        message = "converged: max|gradient of summed action| <= gtol (trust-region Newton)"
+        return x, n_iter, message, distance
+    return x, n_iter, f"stopped: {stop} (trust-region Newton)", distance
 
 
 def _jacobi_scale(hessian: sp.csr_matrix) -> np.ndarray:
@@ -402,36 +407,38 @@ def _steihaug(
     g·p + ½pᵀHp (< 0) and whether p is on the boundary. Ground rows have g = 0 and an identity
     row in H, so they stay 0.
     """
+    # ‖p‖²_M, ⟨p, d⟩_M and ‖d‖²_M follow recurrences (no extra passes over the vectors).
     p = np.zeros_like(g)
-    hp = np.zeros_like(g)
     r = g.copy()
-    z = r / scale
+    inv_scale = 1.0 / scale
+    z = r * inv_scale
     d = -z
     rz = float(r @ z)
-    tol = rtol * math.sqrt(float(g @ g))
+    pp, pd, dd = 0.0, 0.0, rz
+    tol2 = rtol * rtol * float(g @ g)
     boundary = False
     for _ in range(10 * len(g)):
         hd = hessian @ d
         curvature = float(d @ hd)
         alpha = rz / curvature if curvature > 0 else math.inf
-        trial = p + alpha * d if math.isfinite(alpha) else None
-        if trial is None or float(scale @ (trial * trial)) >= radius * radius:
+        if not math.isfinite(alpha) or pp + alpha * (2.0 * pd + alpha * dd) >= radius * radius:
             # Step to the boundary along d: ‖p + τd‖_M = radius, τ ≥ 0.
-            a = float(scale @ (d * d))
-            b = float(scale @ (p * d))
-            c = float(scale @ (p * p)) - radius * radius
-            tau = (-b + math.sqrt(max(b * b - a * c, 0.0))) / a
-            p, hp, boundary = p + tau * d, hp + tau * hd, True
+            tau = (-pd + math.sqrt(max(pd * pd + dd * (radius * radius - pp), 0.0))) / dd
+            p, boundary = p + tau * d, True
             break
-        p, hp = trial, hp + alpha * hd
-        r = r + alpha * hd
-        if math.sqrt(float(r @ r)) <= tol:
+        p += alpha * d
+        pp += alpha * (2.0 * pd + alpha * dd)
+        r += alpha * hd
+        if float(r @ r) <= tol2:
             break
-        z = r / scale
+        z = r * inv_scale
         rz_new = float(r @ z)
-        d = -z + (rz_new / rz) * d
+        beta = rz_new / rz
+        pd = beta * (pd + alpha * dd)
+        dd = rz_new + beta * beta * dd
+        d = beta * d - z
         rz = rz_new
-    return p, float(g @ p + 0.5 * (p @ hp)), boundary
+    return p, float(g @ p + 0.5 * (p @ (hessian @ p))), boundary
 
 
 def _newton_distance(
@@ -444,7 +451,7 @@ def _newton_distance(
     if not np.any(g):
         return 0.0
     hessian = problem.hessian(x, ground)
-    step = _steihaug(hessian, g, _jacobi_scale(hessian), math.inf, 1e-10)[0]
+    step = _steihaug(hessian, g, _jacobi_scale(hessian), math.inf, 1e-6)[0]
     return float(np.max(np.abs(step)))
 
 
@@ -593,16 +600,19 @@ def least_action(
     start = level[in_piece].astype(float) if init == "topological" else np.zeros(problem.n)
     x0 = start - start.mean() if problem.n else start
     with threadpool_limits(1, user_api="blas"):  # tiny BLAS calls: threads only contend
+        distance = 0.0
         if problem.n == 0:
             x, n_iter, message = x0, 0, "no strongly connected piece: every potential unbounded"
         elif optimizer == "newton":
             ground = _ground_states(problem, piece_of_var)
-            x, n_iter, message = _newton(problem, x0, ground, gtol, maxiter)
+            x, n_iter, message, distance = _newton(problem, x0, ground, gtol, maxiter)
         else:
             x, n_iter, message = _lbfgsb(problem, x0, gtol, maxiter)
-    s_sum, grad = problem.value_grad(x)
-    grad_max = float(np.max(np.abs(grad))) if problem.n else 0.0
-    step_max = _newton_distance(problem, x, piece_of_var, grad) if problem.n else 0.0
+            distance = None
+        s_sum, grad = problem.value_grad(x)
+        grad_max = float(np.max(np.abs(grad))) if problem.n else 0.0
+        if distance is None:  # not known from the last step: one accurate CG solve
+            distance = _newton_distance(problem, x, piece_of_var, grad)
 
     # Gauge: zero mean per piece (bincount), or 0 at the reference state within its piece.
     if problem.n:
@@ -647,7 +657,7 @@ def least_action(
         message=message,
         settings=settings,
         one_sided_bounds=_one_sided_bounds(data, name, potentials, piece),
-        step_max=step_max,
+        step_max=distance,
     )
 
 
