@@ -18,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from detailed_balance.data import DataError
+from detailed_balance.data.names import as_names
 
 from .table import FeatureSource, resolve_features
 
@@ -77,7 +78,7 @@ def theta_summary(fit: Any, ci: float = CI, *, standardised: bool = False) -> pd
     lo, hi = np.quantile(draws, [(1 - ci) / 2, (1 + ci) / 2], axis=0)
     return pd.DataFrame(
         {
-            "feature": tree["posterior"][name]["feature"].to_numpy().astype(str),
+            "feature": as_names(tree["posterior"][name]["feature"]),
             "mean": draws.mean(axis=0),
             "sd": draws.std(axis=0, ddof=1) if len(draws) > 1 else 0.0,
             "lower": lo,
@@ -130,7 +131,7 @@ def predict_potentials(
             "this fit's features were a table or a function, which the fit file does not "
             "carry for new states; pass features= (a table indexed by state or the function)."
         )
-    feats = list(post["theta"]["feature"].to_numpy().astype(str))
+    feats = list(as_names(post["theta"]["feature"]))
     table = resolve_features(source, names)
     missing = [f for f in feats if f not in table.columns]
     if missing:
@@ -142,7 +143,7 @@ def predict_potentials(
     sigma = _draws(post["sigma_eps"])
     rng = np.random.default_rng(seed)
     draws = theta @ z.T + sigma[:, None] * rng.standard_normal((len(sigma), len(names)))
-    fitted_states = pd.Index(post["V"]["state"].to_numpy().astype(str))
+    fitted_states = pd.Index(as_names(post["V"]["state"]), dtype=object)
     v_fit = _draws(post["V"], "state")
     reference = _reference(tree)
     if reference is not None:  # V is reported relative to the reference state: do the same

@@ -27,6 +27,7 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from detailed_balance.data import Transitions
+from detailed_balance.data.names import as_names
 
 from ._density import (
     A_PAIRS,
@@ -163,7 +164,7 @@ class PairModel:
 
     def coords(self, pairs: PairData) -> dict[str, Any]:
         return {
-            "state": pairs.states.astype(str),
+            "state": as_names(pairs.states),
             "pair": np.arange(pairs.n_pairs),
             "cycle": np.arange(pairs.n_cycles),
             "latent": np.arange(pairs.n_states),

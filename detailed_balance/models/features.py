@@ -48,6 +48,7 @@ from scipy.optimize import brentq, minimize
 from scipy.special import expit
 
 from detailed_balance.data import DataError, Transitions
+from detailed_balance.data.names import as_names
 from detailed_balance.features import (
     FeatureSource,
     Standardiser,
@@ -442,7 +443,7 @@ class FeaturePotentialModel(PairModel):
         """Pairs, features (standardised), the MAP and its Laplace factors; no PyMC yet (the
         whitening is built by `build_model`, so `whiten` changes nothing here)."""
         pairs = pair_data(data, llm)
-        table = resolve_features(self.features_source, pairs.states.astype(str))
+        table = resolve_features(self.features_source, as_names(pairs.states))
         standardiser = Standardiser.fit(table)
         z = standardiser.transform(table)
         density = FeatureDensity(pairs, z, self.model_config)
@@ -525,7 +526,7 @@ class FeaturePotentialModel(PairModel):
         reference = self.model_config["reference"]
         if reference is None:
             return None
-        pos = np.flatnonzero(pairs.states.astype(str) == str(reference))
+        pos = np.flatnonzero(as_names(pairs.states) == str(reference))
         if len(pos) == 0:
             raise DataError(
                 f"reference state {reference!r} is not in any modelled pair; choose a state that "
@@ -639,7 +640,7 @@ class FeaturePotentialModel(PairModel):
         coords = {
             "chain": [0],
             "draw": np.arange(draws),
-            "state": self.pairs.states.astype(str),
+            "state": as_names(self.pairs.states),
             "feature": list(self.standardiser.names),
         }
         v, theta, sigma = self.density.split(self.map_result)
@@ -731,7 +732,7 @@ def feature_least_action(
         np.concatenate([moves["i"].to_numpy(), moves["j"].to_numpy()]), return_inverse=True
     )
     src, dst = inverse[: len(moves)], inverse[len(moves) :]
-    names = data.states.to_numpy()[used].astype(str)
+    names = as_names(data.states.to_numpy()[used])
     table = resolve_features(features, names)
     std = Standardiser.fit(table)
     z = std.transform(table)

@@ -29,6 +29,7 @@ import pymc as pm
 import xarray as xr
 
 from detailed_balance.data import Transitions
+from detailed_balance.data.names import as_names
 from detailed_balance.models import PairData, PairModel, gaussian_draws
 
 from .result import BayesFit, data_group, provenance
@@ -253,8 +254,8 @@ def _laplace(model: PairModel, config: dict[str, Any]) -> xr.DataTree:
 
 def constant_data(pairs: PairData) -> xr.Dataset:
     """The pair arrays of the fit (contract names) with state names as coordinates."""
-    names = pairs.states.astype(str)
-    cycles = pairs.cycle_names.astype(str).reshape(-1, 3)
+    names = as_names(pairs.states)  # objects: `astype(str)` copies each at the longest width
+    cycles = as_names(pairs.cycle_names).reshape(-1, 3)
     return xr.Dataset(
         {
             "pair_f": ("pair", names[pairs.i]),

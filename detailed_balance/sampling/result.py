@@ -18,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from detailed_balance.data import Transitions
+from detailed_balance.data.names import as_names
 from detailed_balance.models import PairModel, model_from_name, pair_data
 
 
@@ -65,7 +66,7 @@ class BayesFit:
                 "upper": hi,
                 "bounded": bounded,
             },
-            index=pd.Index(v["state"].to_numpy().astype(str), name="state"),
+            index=pd.Index(as_names(v["state"]), name="state"),
         )
         table = fitted.reindex(self.data.states.astype(str))
         table["bounded"] = table["bounded"].astype("boolean").fillna(False).astype(bool)
@@ -83,12 +84,12 @@ def data_group(data: Transitions) -> xr.Dataset:
     counts, visits = data.counts, data.visits
     return xr.Dataset(
         {
-            "count_llm": ("count_row", counts["llm"].to_numpy(dtype=str)),
-            "count_source": ("count_row", counts["source"].to_numpy(dtype=str)),
-            "count_target": ("count_row", counts["target"].to_numpy(dtype=str)),
+            "count_llm": ("count_row", as_names(counts["llm"])),
+            "count_source": ("count_row", as_names(counts["source"])),
+            "count_target": ("count_row", as_names(counts["target"])),
             "count": ("count_row", counts["count"].to_numpy(np.int64)),
-            "visit_llm": ("visit_row", visits["llm"].to_numpy(dtype=str)),
-            "visit_source": ("visit_row", visits["source"].to_numpy(dtype=str)),
+            "visit_llm": ("visit_row", as_names(visits["llm"])),
+            "visit_source": ("visit_row", as_names(visits["source"])),
             "visits": ("visit_row", visits["visits"].to_numpy(float)),
         },
         attrs={
@@ -103,16 +104,16 @@ def data_from_group(group: xr.Dataset) -> Transitions:
     """Rebuild `Transitions` from a fit file's ``data`` group (same counts, visits and hash)."""
     counts = pd.DataFrame(
         {
-            "llm": group["count_llm"].to_numpy().astype(str).astype(object),
-            "source": group["count_source"].to_numpy().astype(str).astype(object),
-            "target": group["count_target"].to_numpy().astype(str).astype(object),
+            "llm": as_names(group["count_llm"]),
+            "source": as_names(group["count_source"]),
+            "target": as_names(group["count_target"]),
             "count": group["count"].to_numpy().astype(np.int64),
         }
     )
     visits = pd.DataFrame(
         {
-            "llm": group["visit_llm"].to_numpy().astype(str).astype(object),
-            "source": group["visit_source"].to_numpy().astype(str).astype(object),
+            "llm": as_names(group["visit_llm"]),
+            "source": as_names(group["visit_source"]),
             "visits": group["visits"].to_numpy().astype(float),
         }
     )
