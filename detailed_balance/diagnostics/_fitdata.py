@@ -23,6 +23,8 @@ import scipy.sparse as sp
 import xarray as xr
 from scipy.sparse.csgraph import connected_components
 
+from detailed_balance.data.names import as_names
+
 SAMPLE_DIMS = ("chain", "draw")
 
 
@@ -205,9 +207,10 @@ def fit_arrays(result: Any) -> FitArrays:
             "the fit has no constant_data with pair_f, pair_g, n_fg, n_gf, N_f, N_g; it was not "
             "written by detailed_balance.sampling.fit (refit the model)."
         )
-    states = pd.Index(np.asarray(post["V"]["state"].values).astype(str), dtype=object)
-    pair_f = np.asarray(const["pair_f"].values).astype(str).astype(object)
-    pair_g = np.asarray(const["pair_g"].values).astype(str).astype(object)
+    # names as objects: `astype(str)` copies each at the width of the longest (issue 11)
+    states = pd.Index(as_names(post["V"]["state"]), dtype=object)
+    pair_f = as_names(const["pair_f"])
+    pair_g = as_names(const["pair_g"])
     n_fg = np.asarray(const["n_fg"].values, dtype=float)
     n_gf = np.asarray(const["n_gf"].values, dtype=float)
     big_f = np.asarray(const["N_f"].values, dtype=float)
@@ -219,7 +222,7 @@ def fit_arrays(result: Any) -> FitArrays:
     pair_j = _positions(states, pair_g[usable], "state")
     if "cycle_a" in const.data_vars and const.sizes.get("cycle", 0) > 0:
         columns = [const[k].values for k in ("cycle_a", "cycle_b", "cycle_c")]
-        names = np.stack([np.asarray(c).astype(str).astype(object) for c in columns], axis=1)
+        names = np.stack([as_names(c) for c in columns], axis=1)
     else:
         names = np.empty((0, 3), dtype=object)
     abc = np.stack([_positions(states, names[:, k], "cycle state") for k in range(3)], axis=1)
