@@ -128,6 +128,41 @@ def data_from_group(group: xr.Dataset) -> Transitions:
     )
 
 
+def _read_tree(path: Path) -> xr.DataTree:
+    """The whole fit file in memory, its names (string variables) as object arrays of `str`.
+
+    xarray decodes variable-length strings with ``astype(str)``: a fixed-width copy at the width
+    of the longest name, so one 100 kB state name made every pair, cycle and count row 400 kB
+    (issue 11). The string variables are read with h5netcdf instead and put back as objects.
+    """
+    import h5netcdf
+    import h5py
+
+    strings: dict[str, dict[str, tuple[tuple[str, ...], np.ndarray]]] = {}
+    others: set[str] = set()
+
+    def walk(group: Any, where: str) -> None:
+        for name, var in group.variables.items():
+            if h5py.check_dtype(vlen=var.dtype) is str:
+                strings.setdefault(where, {})[name] = (var.dimensions, as_names(var[...]))
+            else:
+                others.add(name)
+        for name, child in group.groups.items():
+            walk(child, f"{where.rstrip('/')}/{name}")
+
+    with h5netcdf.File(path, "r") as handle:
+        walk(handle, "/")
+    drop = sorted({name for found in strings.values() for name in found} - others)
+    with xr.open_datatree(path, engine="h5netcdf", drop_variables=drop) as opened:
+        tree = opened.load().copy(deep=True)
+    for where, found in strings.items():
+        node = tree[where] if where != "/" else tree
+        coords = {k: (dims, v) for k, (dims, v) in found.items() if k in dims}
+        values = {k: (dims, v) for k, (dims, v) in found.items() if k not in dims}
+        node.dataset = node.to_dataset(inherit=False).assign_coords(coords).assign(values)
+    return tree
+
+
 def load_fit(path: str | Path, model: PairModel | None = None) -> BayesFit:
     """Read a fit written by `BayesFit.save`; refuse it if `model` (given) differs from the
     model that produced it (type or model_config)."""
@@ -135,8 +170,7 @@ def load_fit(path: str | Path, model: PairModel | None = None) -> BayesFit:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such fit file (write one with `fit ... --out`).")
     try:
-        with xr.open_datatree(path, engine="h5netcdf") as opened:
-            tree = opened.load().copy(deep=True)
+        tree = _read_tree(path)
     except Exception as exc:  # noqa: BLE001 - any reader failure means "not a fit file"
         raise FitFileError(f"{path}: not a readable netCDF fit file ({exc}).") from exc
     attrs = tree.attrs
