@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ from detailed_balance.reports import build_report
 ARTIFACTS = Path(__file__).resolve().parent.parent / "ci-artifacts"
 PROBE = """<script>
 window.__errors = [];
+window.__alerts = [];
+window.alert = function (message) { window.__alerts.push(String(message)); };
 (function () {
   var original = console.error;
   console.error = function () {
@@ -40,7 +43,7 @@ window.__errors = [];
     var out = document.createElement('pre');
     out.id = 'probe-result';
     out.textContent = JSON.stringify({images: images.length, broken: broken.length,
-                                      errors: window.__errors});
+                                      errors: window.__errors, alerts: window.__alerts});
     document.body.appendChild(out);
   });
 })();
@@ -97,7 +100,7 @@ def _probe(browser: str, html: str, tmp_path: Path) -> dict:
     )
     match = re.search(r'<pre id="probe-result">(.*?)</pre>', run.stdout, re.S)
     assert match, f"the probe did not report; chromium stderr:\n{run.stderr[-2000:]}"
-    return json.loads(match.group(1).replace("&quot;", '"'))
+    return json.loads(unescape(match.group(1)))
 
 
 def test_probe_catches_broken_images_and_console_errors(tmp_path, browser):
@@ -105,11 +108,13 @@ def test_probe_catches_broken_images_and_console_errors(tmp_path, browser):
     page = (
         "<!DOCTYPE html><html><head></head><body>"
         '<img src="data:image/png;base64,AAAA"><script>console.error("boom")</script>'
+        '<script>alert("<ran>")</script>'
         "</body></html>"
     )
     result = _probe(browser, page, tmp_path)
     assert result["images"] == 1 and result["broken"] == 1
     assert "boom" in result["errors"]
+    assert result["alerts"] == ["<ran>"]
 
 
 def test_report_renders_in_chromium(tmp_path, browser):
@@ -138,3 +143,30 @@ def test_report_renders_in_chromium(tmp_path, browser):
         timeout=120,
     )
     assert shot.stat().st_size > 50_000  # a rendered page with figures, not a blank one
+
+
+def test_hostile_names_never_run_in_chromium(tmp_path, browser):
+    """State and LLM names holding <script>, <img onerror>, </title> etc.: neither the HTML
+    report nor its Markdown twin rendered by a CommonMark renderer (raw HTML passed through)
+    runs any of them — no alert, no script error, no failed load, every figure decodes."""
+    from test_hostile_names import HOSTILE_LLM, hostile_panel, render_markdown
+
+    from detailed_balance.models import EquilibriumModel
+    from detailed_balance.sampling import fit
+
+    data = hostile_panel().select(HOSTILE_LLM)
+    result = fit(EquilibriumModel(), data, method="map", seed=1)
+    doc, summary = build_report(
+        result, data, other_method="map", source="<img src=x onerror=alert(2)>"
+    )
+    paths = doc.write(tmp_path / "report.html", summary)
+    twin = render_markdown(paths["markdown"].read_text(encoding="utf-8"))
+    pages = {
+        "html": paths["html"].read_text(encoding="utf-8"),
+        "markdown": f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{twin}</body></html>',
+    }
+    for kind, page in pages.items():
+        seen = _probe(browser, page, tmp_path)  # beside report_figures/: the twin's images load
+        assert seen["alerts"] == [], kind
+        assert seen["errors"] == [], kind
+        assert seen["images"] == 8 and seen["broken"] == 0, (kind, seen)
