@@ -3,6 +3,8 @@
 HTML: every figure is embedded as a base64 PNG (`data:` URI), styles are inline, no script, no
 font or stylesheet from the network — the file opens anywhere, offline. Markdown: the same text
 and tables, figures written as PNG files beside it (``<stem>_figures/``) and linked relatively.
+Names are untrusted text: the HTML escapes every text with `html.escape`, the Markdown with
+`text.markdown_text` (CommonMark passes raw HTML through, so escaping there matters as much).
 """
 
 from __future__ import annotations
