@@ -82,4 +82,9 @@ def _is_user_error(exc: Exception) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m detailed_balance.cli` runs this file as `__main__`: call the imported module's
+    # main so that its UserError is the class the commands raise (else every clear message
+    # would be reported as "unexpected UserError").
+    from detailed_balance.cli import main as _main
+
+    sys.exit(_main())

@@ -220,7 +220,7 @@ def test_markdown_renders_names_as_text(outputs, kind):
 
 
 def test_report_json_round_trips_the_exact_names(outputs):
-    summary = json.loads((outputs["report"].parent / "summary.json").read_text())
+    summary = json.loads(outputs["report"].with_suffix(".json").read_text())
     states = {row["state"] for row in summary["states"]}
     assert set(HOSTILE) <= states  # whole, unescaped, untruncated: the 10 kB name included
     assert LONG in states

@@ -25,7 +25,7 @@ def test_report_from_a_saved_fit(tmp_path):
     # self-contained: figures embedded, nothing fetched from the network
     assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', html)) >= 6
     assert "http://" not in html and "https://" not in html
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["verdict"] == "holds"  # the simulated kernel is exactly reversible
     assert summary["evidence"]["flagged_pairs"] == 0
     states = pd.DataFrame(summary["states"]).set_index("state")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from detailed_balance.data import Transitions, read_transitions
+from detailed_balance.data.files import OutputError, prepare_output
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, nargs: str | None = None) -> None:
@@ -60,3 +61,18 @@ def load_data(args: argparse.Namespace, path: str | None = None) -> Transitions:
     if getattr(args, "llm", None):
         data = data.select(args.llm)
     return data
+
+
+def prepare_report_path(out: str | Path, what: str = "report") -> Path:
+    """Check the HTML path of a report before any work (its folder is created).
+
+    The Markdown twin (`X.md`, `X_figures/`) and the summary (`X.json`) are written beside it,
+    so `-o` must not itself be one of those.
+    """
+    path = Path(out)
+    if path.suffix.lower() in (".md", ".json"):
+        raise OutputError(
+            f"-o {path}: give the HTML path (e.g. {path.with_suffix('.html')}); the Markdown twin "
+            f"and the summary JSON are written beside it."
+        )
+    return prepare_output(path, what)

@@ -20,7 +20,7 @@ import pandas as pd
 from detailed_balance.cli import UserError
 from detailed_balance.data import Transitions, read_transitions
 
-from ._common import sibling_visits
+from ._common import prepare_report_path, sibling_visits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +109,7 @@ def _from_store(path: Path) -> tuple[Transitions, dict[str, pd.DataFrame]]:
 def run(args: argparse.Namespace) -> int:
     from detailed_balance.reports.compare import compare_llms, comparison_document
 
+    prepare_report_path(args.out, "compare report")  # before anything is read or fitted
     data, curves = load_panel(args)
     if len(data.llms) < 2:
         raise UserError(

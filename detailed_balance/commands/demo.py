@@ -3,7 +3,7 @@
 1. collect word100 calls from the embedded simulated LLM (known landscape) into a run store;
 2. the paper's least-action potential and checks, compared with the simulator's truth;
 3. the Bayesian equilibrium and non-equilibrium fits and the detailed-balance verdict;
-4. the posterior report of the equilibrium fit (HTML + Markdown + summary.json);
+4. the posterior report of the equilibrium fit (HTML + Markdown + report.json);
 5. two simulated LLMs compared in the hierarchical model → the comparison report.
 Every step writes its files under `--out`; the last line is the report's path.
 """

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from detailed_balance.cli import UserError
+from detailed_balance.data.files import prepare_output, write_frame_atomic
 
 from ._common import add_data_arguments, load_data
 
@@ -49,6 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Every output is checked (its folder created) before the data are read or anything is
+    # fitted: a typo in --out must not cost a long NUTS run.
+    prepare_output(args.out, "--out")
+    if getattr(args, "summary", None):
+        prepare_output(args.summary, "--summary")
+    if args.model == "features" and args.method != "least-action":
+        from detailed_balance.features.cli import theta_path
+
+        prepare_output(theta_path(args.out), "theta table")
     data = load_data(args)
     if args.method == "least-action" and args.model == "features":
         from detailed_balance.features.cli import least_action_features
@@ -99,7 +109,7 @@ def _bayes(args: argparse.Namespace, data) -> int:
         message += f", {len(pairs.excluded_pairs)} pairs excluded (a visit count unknown)"
     print(f"{message} → {args.out}", file=sys.stderr)
     if args.summary:
-        result.summary(args.ci).to_csv(args.summary, index=False)
+        write_frame_atomic(result.summary(args.ci), args.summary, "--summary", index=False)
         print(f"summary ({args.ci:.0%} intervals) → {args.summary}", file=sys.stderr)
     return 0
 
@@ -110,7 +120,7 @@ def _least_action(args: argparse.Namespace, data) -> int:
     if args.reference is not None and args.reference not in data.states:
         raise UserError(f"unknown --reference state {args.reference!r}")
     result = least_action(data, kernel=args.kernel, reference=args.reference)
-    result.table().to_csv(args.out, index=False)
+    write_frame_atomic(result.table(), args.out, "--out", index=False)
     n_bounded = int(result.bounded.sum())
     print(
         f"least action ({args.kernel}): {n_bounded} of {len(result.bounded)} states bounded, "

@@ -1,7 +1,7 @@
 """`detailed-balance report FIT.nc [--data DATA] -o report.html`: the posterior report.
 
 Writes one self-contained HTML file (figures embedded, no network), its Markdown twin
-(`report.md` + `report_figures/`) and `summary.json` beside it. The fit's own data is used
+(`report.md` + `report_figures/`) and `report.json` (the summary) beside it. The fit's own data is used
 unless --data is given. The other model of the verdict (equilibrium ↔ non-equilibrium) is
 fitted here with --other-method (ADVI by default; `nuts` for the final word).
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from detailed_balance.cli import UserError
 
-from ._common import add_visits_arguments, load_data
+from ._common import add_visits_arguments, load_data, prepare_report_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,20 +42,23 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: no such fit file; write one with `detailed-balance fit ...`.")
     if not 0 < args.ci < 1:
         raise UserError(f"--ci must be between 0 and 1, got {args.ci}.")
-    try:
-        from detailed_balance.sampling import load_fit
-    except ImportError as exc:  # pragma: no cover - the sampling package is part of the install
-        raise UserError(f"reading fits needs detailed_balance.sampling ({exc}).") from None
-    try:
-        result = load_fit(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(
-            f"{path}: not a fit written by `detailed-balance fit` ({exc}); refit and save it."
-        ) from None
+    prepare_report_path(args.out)  # before the evidence is computed
+    from detailed_balance.sampling import load_fit
+
+    result = load_fit(path)  # FitFileError (a DataError) names the file and says why
     data = None
     if args.data:
+        from detailed_balance.diagnostics.bayes import same_data
+
         args.llm = None
         data = load_data(args, args.data)
+        if not same_data(data, result):
+            raise UserError(
+                f"{path} was made on other data than {args.data} (their counts or visits "
+                f"differ, e.g. another --visits convention or other states); give the "
+                f"transitions and visits the fit was made from, or leave out --data to use the "
+                f"fit's own data."
+            )
     print(
         f"computing the evidence (the other model is fitted with {args.other_method}) ...",
         file=sys.stderr,

@@ -54,12 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from detailed_balance.cli import UserError
+    from detailed_balance.data.files import prepare_dir, write_frame_atomic
     from detailed_balance.simulation import simulate
 
     if args.states < 2:
         raise UserError(f"--states {args.states}: a landscape needs at least 2 states.")
     if args.transitions < 0:
         raise UserError(f"--transitions {args.transitions}: the number of calls must be >= 0.")
+    prepare_dir(args.out, "--out folder")
     try:
         sim = simulate(
             args.states,
@@ -76,18 +78,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # bad option values: the message says which and why
         raise UserError(f"simulate: {exc}") from None
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder; choose a folder name.")
-    out.mkdir(parents=True, exist_ok=True)
     data = sim.transitions
-    data.counts.to_csv(out / "transitions.csv", index=False)
     visits = data.visits.astype({"visits": np.int64})  # whole calls; the table stores floats
-    visits.to_csv(out / "visits.csv", index=False)
-    sim.truth_table().to_csv(out / "truth.csv", index=False)
-    written = ["transitions.csv", "visits.csv", "truth.csv"]
+    tables = {"transitions.csv": data.counts, "visits.csv": visits, "truth.csv": sim.truth_table()}
     if sim.driven:
-        sim.drive.to_csv(out / "drive.csv", index=False)
-        written.append("drive.csv")
+        tables["drive.csv"] = sim.drive
+    for name, table in tables.items():
+        write_frame_atomic(table, out / name, "simulated data", index=False)
+    written = list(tables)
     moves = data.counts["source"] != data.counts["target"]
     print(
         f"simulated {len(sim.states)} states, {len(sim.graph)} edges, "

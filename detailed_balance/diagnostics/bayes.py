@@ -794,7 +794,7 @@ def bayes_from_files(
             fitted = load_fit(path)
         except ValueError as exc:  # FitFileError: not a fit, damaged, wrong model
             raise FitError(str(exc)) from None
-        if data is not None and not _same_data(data, fitted):
+        if data is not None and not same_data(data, fitted):
             raise FitError(
                 f"{path} was fitted to different data than the DATA given (their counts or "
                 f"visits differ); pass the transitions and visits the fit was made from "
@@ -819,7 +819,7 @@ def bayes_from_files(
     )
 
 
-def _same_data(data: Any, fitted: Any) -> bool:
+def same_data(data: Any, fitted: Any) -> bool:
     """True when DATA holds the same counts and visits as the fit, for the LLM it fitted."""
     stored = getattr(fitted, "data", None)
     if stored is None:

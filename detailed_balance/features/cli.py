@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from detailed_balance.data import Transitions
+from detailed_balance.data.files import write_frame_atomic
 
 from .posterior import feature_share, theta_summary
 
@@ -54,7 +55,7 @@ def write_theta(result: Any, args: argparse.Namespace) -> Path:
     """Write ``theta.csv`` next to ``--out``; print the share of V the features explain."""
     ci = float(getattr(args, "ci", 0.9))
     path = theta_path(args.out)
-    theta_summary(result, ci).to_csv(path, index=False)
+    write_frame_atomic(theta_summary(result, ci), path, "theta table", index=False)
     share = feature_share(result, ci)
     dropped = result.posterior["constant_data"].attrs.get("dropped_features", "[]")
     print(
@@ -71,7 +72,7 @@ def least_action_features(args: argparse.Namespace, data: Transitions) -> int:
     from detailed_balance.models.features import feature_least_action
 
     result = feature_least_action(data, _source(args), kernel=args.kernel)
-    result.table().to_csv(args.out, index=False)
+    write_frame_atomic(result.table(), args.out, "--out", index=False)
     print(
         f"least action over {len(result.theta)} features ({args.kernel}): action "
         f"{result.action:.4g}, converged={result.converged} → {args.out}",

@@ -2,7 +2,7 @@
 
 Public API::
 
-    build_report, write_report                    # one fit → report.html / .md / summary.json
+    build_report, write_report                    # one fit → report.html / .md / report.json
     compare_llms, Comparison, comparison_document # several LLMs → compare.html / .md / .json
     run_compare_demo                              # two simulated LLMs → compare.html (demo)
     simulate_panel, Panel                         # simulated LLMs with known β and landscapes

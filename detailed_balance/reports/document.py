@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from detailed_balance.data.files import atomic_path, write_text_atomic
+
 from .text import markdown_text
 
 STYLE = """
@@ -176,8 +178,8 @@ class Document:
                 count += 1
                 name = f"{count:02d}-{_slug(block.extra['caption'])[:40]}.png"
                 if figure_dir is not None:
-                    figure_dir.mkdir(parents=True, exist_ok=True)
-                    (figure_dir / name).write_bytes(block.payload)
+                    with atomic_path(figure_dir / name, "figure") as tmp:
+                        tmp.write_bytes(block.payload)
                 lines += [f"![{md(block.extra['caption'])}]({link_prefix}{name})", ""]
         return "\n".join(lines)
 
@@ -188,19 +190,28 @@ class Document:
         summary_path: str | Path | None = None,
     ) -> dict[str, Path]:
         """Write `X.html`, its twin `X.md` (+ `X_figures/`) and, if given, the summary JSON
-        (default `summary.json` beside the HTML)."""
+        (default `X.json` beside the HTML, so two reports in one folder keep their own).
+
+        Each file is written atomically (temporary sibling + rename): a killed write leaves the
+        previous file or the new one, never a truncated one."""
         html_path = Path(html_path)
-        html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(self.to_html(), encoding="utf-8")
+        write_text_atomic(html_path, self.to_html(), "report")
         md_path = html_path.with_suffix(".md")
         figure_dir = html_path.with_name(f"{html_path.stem}_figures")
-        md_path.write_text(self.to_markdown(figure_dir, f"{figure_dir.name}/"), encoding="utf-8")
+        markdown = self.to_markdown(figure_dir, f"{figure_dir.name}/")
+        write_text_atomic(md_path, markdown, "Markdown report")
         written = {"html": html_path, "markdown": md_path}
         if summary is not None:
-            json_path = Path(summary_path or html_path.with_name("summary.json"))
-            json_path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+            json_path = Path(summary_path or summary_path_for(html_path))
+            text = json.dumps(summary, indent=2, default=_json_default) + "\n"
+            write_text_atomic(json_path, text, "summary")
             written["summary"] = json_path
         return written
+
+
+def summary_path_for(html_path: str | Path) -> Path:
+    """The summary JSON written beside a report: `X.html` → `X.json`."""
+    return Path(html_path).with_suffix(".json")
 
 
 def _json_default(value: Any) -> Any:

@@ -4,7 +4,7 @@
 number (the share of V's spread the features explain), the θ table in original units, the
 forest plot of θ per standard deviation of each feature, and the downhill fraction under the
 feature potential x·θ alone. It returns the JSON-ready numbers (`feature_summary`) for the
-report's ``summary.json``. `theta_forest_figure` is the forest plot on its own.
+report's summary (``report.json``). `theta_forest_figure` is the forest plot on its own.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The posterior report of one fit: verdict, evidence, figures, tables, provenance, a reading.
 
-`build_report(fit, data, evidence)` returns the `Document` and the `summary.json` object;
+`build_report(fit, data, evidence)` returns the `Document` and the summary object (`report.json`);
 `write_report` writes `report.html` (self-contained), `report.md` (+ figures) and
-`summary.json`. The evidence is the `bayes` object of `diagnostics.bayes_check` (a `Verdict`),
+`report.json`. The evidence is the `bayes` object of `diagnostics.bayes_check` (a `Verdict`),
 computed here when not given: the other model (equilibrium ↔ non-equilibrium) is fitted to the
 same data with `other_method` (ADVI by default) so the verdict has both sides.
 """
@@ -25,6 +25,8 @@ from detailed_balance.diagnostics import (
     db_scatter,
     loop_balance,
 )
+from detailed_balance.diagnostics._fitdata import FitError
+from detailed_balance.diagnostics.bayes import same_data
 from detailed_balance.features import has_features
 
 from . import figures
@@ -151,6 +153,13 @@ def build_report(
 ) -> tuple[Document, dict[str, Any]]:
     """The report document and its JSON summary for one fit (equilibrium or non-equilibrium)."""
     tree = as_tree(result)
+    if data is not None and not same_data(data, result):
+        raise FitError(
+            f"{source or 'the fit'} was made on other data than those given (their counts or "
+            f"visits differ, e.g. another --visits convention or other states); give the "
+            f"transitions and visits the fit was made from, or leave out --data to use the "
+            f"fit's own data."
+        )
     data = data if data is not None else getattr(result, "data", None)
     if data is None:
         raise ValueError("the fit carries no data; pass the transitions (`--data DATA`).")
@@ -232,7 +241,11 @@ def _provenance_table(provenance: dict[str, Any], data: Transitions) -> pd.DataF
         except (TypeError, ValueError):
             names = [str(provenance["unidentified_states"])]
         listed = ", ".join(label(name) for name in names[:5])
-        more = f" and {len(names) - 5} more (summary.json lists all)" if len(names) > 5 else ""
+        more = (
+            f" and {len(names) - 5} more (the report.json summary lists all)"
+            if len(names) > 5
+            else ""
+        )
         shown["unidentified_states"] = f"{len(names)}: {listed}{more}" if names else "none"
     return pd.DataFrame({"key": list(shown), "value": list(shown.values())})
 
@@ -328,6 +341,6 @@ def write_report(
     data: Transitions | None = None,
     **options: Any,
 ) -> dict[str, Path]:
-    """Write `out` (HTML), its Markdown twin and `summary.json`; returns the paths."""
+    """Write `out` (HTML), its Markdown twin and the summary `X.json`; returns the paths."""
     doc, summary = build_report(result, data, **options)
     return doc.write(out, summary)

@@ -17,13 +17,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from detailed_balance.data import Transitions
+from detailed_balance.data import DataError, Transitions
+from detailed_balance.data.files import atomic_path
 from detailed_balance.data.names import as_names
 from detailed_balance.models import PairModel, model_from_name, pair_data
 
 
-class FitFileError(ValueError):
-    """A fit file that cannot be used as asked (wrong model, not a fit, damaged)."""
+class FitFileError(DataError):
+    """A fit file that cannot be used as asked (wrong model, not a fit, damaged); the message
+    names the file (a `DataError`, so the command line prints it without a traceback)."""
 
 
 @dataclass
@@ -73,9 +75,14 @@ class BayesFit:
         return table.rename_axis("state").reset_index()
 
     def save(self, path: str | Path) -> Path:
-        """Write the DataTree (posterior, data, provenance) to netCDF (h5netcdf)."""
+        """Write the DataTree (posterior, data, provenance) to netCDF (h5netcdf), atomically.
+
+        The file is written beside `path` and renamed over it when complete, so a killed save
+        leaves the previous fit (or nothing), never a truncated file.
+        """
         path = Path(path)
-        self.posterior.to_netcdf(path, engine="h5netcdf")
+        with atomic_path(path, "fit") as tmp:
+            self.posterior.to_netcdf(tmp, engine="h5netcdf")
         return path
 
 
@@ -163,6 +170,23 @@ def _read_tree(path: Path) -> xr.DataTree:
     return tree
 
 
+def _unreadable(exc: Exception) -> str:
+    """Why a fit file could not be opened, in a user's words (h5py's message is inside)."""
+    import re
+
+    text = str(exc)
+    truncated = re.search(r"eof = (\d+).*stored_eof = (\d+)", text)
+    if truncated:
+        found, stored = (int(g) for g in truncated.groups())
+        return (
+            f"it is truncated: {found:,} of its {stored:,} bytes are there, as a killed copy "
+            f"or download leaves it"
+        )
+    if "signature not found" in text:
+        return "it is not a netCDF/HDF5 file"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def load_fit(path: str | Path, model: PairModel | None = None) -> BayesFit:
     """Read a fit written by `BayesFit.save`; refuse it if `model` (given) differs from the
     model that produced it (type or model_config)."""
@@ -172,12 +196,20 @@ def load_fit(path: str | Path, model: PairModel | None = None) -> BayesFit:
     try:
         tree = _read_tree(path)
     except Exception as exc:  # noqa: BLE001 - any reader failure means "not a fit file"
-        raise FitFileError(f"{path}: not a readable netCDF fit file ({exc}).") from exc
+        raise FitFileError(
+            f"{path}: not a readable fit file ({_unreadable(exc)}); write one with "
+            f"`detailed-balance fit DATA --method map --out fit.nc`."
+        ) from None
     attrs = tree.attrs
     if "model" not in attrs or "data" not in tree.children:
         raise FitFileError(
             f"{path}: not a detailed-balance fit (no model provenance or data group); "
             f"write one with `detailed-balance fit DATA --method nuts --out fit.nc`."
+        )
+    if "posterior" not in tree.children or "V" not in tree["posterior"].data_vars:
+        raise FitFileError(
+            f"{path}: the fit holds no posterior draws of V; it is damaged or was not written "
+            f"by `detailed-balance fit` — refit it."
         )
     saved = model_from_name(str(attrs["model"]), json.loads(str(attrs["model_config"])))
     if model is not None and model != saved:
