@@ -36,49 +36,236 @@ def _where(origin: str | None) -> str:
     return f"{origin}: " if origin else ""
 
 
-def _clean_names(values: pd.Series, what: str, origin: str | None, rows: pd.Index) -> pd.Series:
-    """State/LLM names as strings; reject NaN and empty names, naming the first bad row."""
-    bad = values.isna()
-    as_str = values.astype("string")
-    bad |= as_str.str.strip().fillna("").eq("")
-    if bad.any():
-        row = rows[np.flatnonzero(bad.to_numpy())[0]]
-        raise DataError(
-            f"{_where(origin)}row {row}: the {what} name is empty or missing; "
-            f"every row needs a non-empty {what} (fix or delete the row)."
-        )
-    return as_str.astype(object).astype(str)
+#: The largest count or number of visits accepted: 2**53, the largest whole number a float
+#: holds exactly (models and checks compute in floats; larger numbers of LLM calls are errors).
+MAX_COUNT = 2**53
 
 
-def _clean_counts(values: pd.Series, what: str, origin: str | None, rows: pd.Index) -> np.ndarray:
-    """Non-negative integer counts; reject negative, fractional, missing, non-numeric values."""
-    numeric = pd.to_numeric(values, errors="coerce")
-    array = numeric.to_numpy(dtype=float, na_value=np.nan)
-    checks = (
-        (np.isnan(array), "is missing or not a number"),
-        (array < 0, "is negative; counts are numbers of LLM calls and must be >= 0"),
-        (np.isfinite(array) & (array != np.round(array)), "is not a whole number"),
-        (np.isinf(array), "is infinite"),
+def _show(value) -> str:
+    """A value for a message: numpy scalars as plain Python values (``-1``, not ``np.int64(-1)``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _kind(value) -> str:
+    """The type of a value as a user would say it (``list`` for an array read from Parquet)."""
+    if isinstance(value, np.ndarray):
+        return "list"
+    if isinstance(value, np.bool_):
+        return "bool"
+    return type(value).__name__
+
+
+def _refuse(origin: str | None, row, column: str, text: str):
+    raise DataError(f"{_where(origin)}data row {row}, column {column!r}: {text}")
+
+
+def _is_missing(value) -> bool:
+    return (
+        value is None
+        or value is pd.NA
+        or value is pd.NaT
+        or (isinstance(value, float | np.floating) and np.isnan(value))
     )
+
+
+def _clean_names(values: pd.Series, what: str, origin: str | None, rows: pd.Index) -> np.ndarray:
+    """State/LLM names as an object array of `str`; refuse anything that is not a name.
+
+    Strings are kept as they are and whole numbers (a Parquet/JSONL integer column) become their
+    decimal text; missing or empty names, names with a NUL character and values of any other
+    type (bool, float, bytes, dates, lists, objects...) are refused, naming the first bad row.
+    """
+    array = values.to_numpy(dtype=object)
+    is_str = np.fromiter((type(v) is str for v in array), dtype=bool, count=len(array))
+    if not is_str.all():
+        for position in np.flatnonzero(~is_str):
+            value = array[position]
+            if isinstance(value, str):
+                continue
+            if _is_missing(value):
+                _refuse(
+                    origin,
+                    rows[position],
+                    what,
+                    f"the {what} name is empty or missing; every row needs a non-empty {what} "
+                    f"(fix or delete the row).",
+                )
+            if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+                array[position] = str(int(value))
+                continue
+            _refuse(
+                origin,
+                rows[position],
+                what,
+                f"{_show(value)} is a {_kind(value)}; {what} names must be strings "
+                f"(write the name as text).",
+            )
+    names = pd.Series(array, dtype=object)
+    empty = names.str.strip().eq("").to_numpy()
+    if empty.any():
+        _refuse(
+            origin,
+            rows[np.flatnonzero(empty)[0]],
+            what,
+            f"the {what} name is empty or missing; every row needs a non-empty {what} "
+            f"(fix or delete the row).",
+        )
+    nul = names.str.contains("\x00", regex=False).to_numpy()
+    if nul.any():
+        first = np.flatnonzero(nul)[0]
+        _refuse(
+            origin,
+            rows[first],
+            what,
+            f"the {what} name {_show(array[first])} contains a NUL character (\\x00); "
+            f"names are text without NUL (remove it).",
+        )
+    return array
+
+
+def _as_float(value) -> float:
+    """A number as a float; integers too large for a float become inf (they are too large)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return np.inf if value > 0 else -np.inf
+
+
+def _numbers(
+    values: pd.Series, what: str, origin: str | None, rows: pd.Index, typed: bool
+) -> np.ndarray:
+    """The values as floats (NaN where missing or not a number); refuse values of the wrong type.
+
+    `typed` (Parquet, JSONL): values carry their type, so only numbers are numbers; text read
+    from CSV/TSV is parsed. A bool is never a number of calls.
+    """
+    if pd.api.types.is_bool_dtype(values.dtype):
+        _refuse(
+            origin,
+            rows[0],
+            what,
+            f"{_show(values.iloc[0])} is a bool; {what} must be a "
+            f"whole number (the column has type bool).",
+        )
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        return values.to_numpy(dtype=float, na_value=np.nan)
+    if (
+        pd.api.types.is_datetime64_any_dtype(values.dtype)
+        or isinstance(values.dtype, pd.PeriodDtype | pd.IntervalDtype)
+        or pd.api.types.is_timedelta64_dtype(values.dtype)
+    ):
+        _refuse(
+            origin,
+            rows[0],
+            what,
+            f"{_show(values.iloc[0])} has type {values.dtype}; {what} must be a whole number.",
+        )
+    array = values.to_numpy(dtype=object)
+    out = np.full(len(array), np.nan)
+    text_positions = []
+    for position, value in enumerate(array):
+        if isinstance(value, str):
+            if typed:
+                _refuse(
+                    origin,
+                    rows[position],
+                    what,
+                    f"{_show(value)} is a str; {what} must be "
+                    f"a number, not text (write it without quotes).",
+                )
+            text_positions.append(position)
+        elif _is_missing(value):
+            continue
+        elif isinstance(value, bool | np.bool_) or not isinstance(
+            value, int | float | np.integer | np.floating
+        ):
+            _refuse(
+                origin,
+                rows[position],
+                what,
+                f"{_show(value)} is a {_kind(value)}; {what} must be a whole number.",
+            )
+        else:
+            out[position] = _as_float(value)
+    if text_positions:
+        text = pd.Series(array[text_positions], dtype=object).str.strip()
+        parsed = np.array(pd.to_numeric(text, errors="coerce"), dtype=float)
+        # near the limit a float rounds (2**53 + 1 reads as 2**53): decide on the exact integer
+        with np.errstate(invalid="ignore"):
+            near = np.flatnonzero(np.abs(parsed) >= MAX_COUNT / 2)
+        for position in near:
+            try:
+                exact = int(text.iloc[position])
+            except ValueError:
+                continue
+            if abs(exact) > MAX_COUNT:
+                parsed[position] = np.inf if exact > 0 else -np.inf
+        out[text_positions] = parsed
+    return out
+
+
+def _clean_counts(
+    values: pd.Series, what: str, origin: str | None, rows: pd.Index, typed: bool = False
+) -> np.ndarray:
+    """Non-negative whole counts up to `MAX_COUNT`; refuse anything else, naming the first row."""
+    if pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
+        exact = values.to_numpy()
+        if len(exact) and (exact.min() >= 0 and exact.max() <= MAX_COUNT):
+            return exact.astype(np.int64)
+    array = _numbers(values, what, origin, rows, typed)
+    with np.errstate(invalid="ignore"):
+        checks = (
+            (np.isnan(array), "is missing or not a number"),
+            (array < 0, "is negative; counts are numbers of LLM calls and must be >= 0"),
+            (
+                array > MAX_COUNT,
+                f"is too large; counts are numbers of LLM calls, at most 2**53 = {MAX_COUNT}",
+            ),
+            (array != np.round(array), "is not a whole number"),
+        )
     for mask, problem in checks:
         if mask.any():
             first = np.flatnonzero(mask)[0]
-            raise DataError(
-                f"{_where(origin)}row {rows[first]}: {what} {values.iloc[first]!r} {problem} "
-                f"(fix the value or delete the row)."
+            _refuse(
+                origin,
+                rows[first],
+                what,
+                f"{_show(values.iloc[first])} {problem} (fix the value or delete the row).",
             )
     return array.astype(np.int64)
 
 
 def _row_labels(frame: pd.DataFrame, row_offset: int) -> pd.Index:
-    """Human row numbers for messages: file line numbers when `row_offset` says where data starts."""
+    """Row numbers for messages: "data row 1" is the first row after the header (any format)."""
     return pd.RangeIndex(row_offset, row_offset + len(frame))
 
 
+def _check_columns(frame: pd.DataFrame, origin: str | None) -> None:
+    duplicated = frame.columns[frame.columns.duplicated()]
+    if len(duplicated):
+        raise DataError(
+            f"{_where(origin)}column {duplicated[0]!r} appears more than once (rename or drop one)."
+        )
+
+
 def normalise_counts(
-    frame: pd.DataFrame, *, origin: str | None = None, row_offset: int = 1, llm: str | None = None
+    frame: pd.DataFrame,
+    *,
+    origin: str | None = None,
+    row_offset: int = 1,
+    llm: str | None = None,
+    typed: bool = False,
 ) -> pd.DataFrame:
-    """Validate a raw ``source, target, count[, llm]`` frame and sum duplicate rows."""
+    """Validate a raw ``source, target, count[, llm]`` frame and sum duplicate rows.
+
+    Messages name the row as "data row N", N = `row_offset` for the frame's first row.
+    `typed`: the values carry their own types (Parquet, JSONL), so a count written as text is
+    refused; otherwise (CSV/TSV text, frames built in Python) numeric text is parsed.
+    """
+    _check_columns(frame, origin)
     allowed = {"source", "target", "count", "llm"}
     unknown = [c for c in frame.columns if c not in allowed]
     if unknown:
@@ -96,25 +283,55 @@ def normalise_counts(
     if "llm" in frame.columns:
         llms = _clean_names(frame["llm"], "llm", origin, rows)
     else:
-        llms = pd.Series(llm or DEFAULT_LLM, index=frame.index, dtype=object)
+        llms = np.full(len(frame), llm or DEFAULT_LLM, dtype=object)
     tidy = pd.DataFrame(
         {
-            "llm": llms.to_numpy(dtype=object),
-            "source": _clean_names(frame["source"], "source", origin, rows).to_numpy(dtype=object),
-            "target": _clean_names(frame["target"], "target", origin, rows).to_numpy(dtype=object),
-            "count": _clean_counts(frame["count"], "count", origin, rows),
+            "llm": llms,
+            "source": _clean_names(frame["source"], "source", origin, rows),
+            "target": _clean_names(frame["target"], "target", origin, rows),
+            "count": _clean_counts(frame["count"], "count", origin, rows, typed),
         }
     )
-    summed = tidy.groupby(["llm", "source", "target"], sort=True, as_index=False)["count"].sum()
+    keys = ["llm", "source", "target"]
+    # duplicate rows are summed: the sum must stay a count too (and must not wrap around int64,
+    # so above 2**62 in total the sums are taken in floats, where 2**53 is still far below)
+    if tidy["count"].to_numpy().sum(dtype=float) >= 2.0**62:
+        totals = tidy.assign(count=tidy["count"].astype(float)).groupby(keys, sort=True)["count"]
+        _refuse_large_sums(totals.sum(), origin)
+    summed = tidy.groupby(keys, sort=True, as_index=False)["count"].sum()
+    if len(summed) and summed["count"].max() > MAX_COUNT:
+        _refuse_large_sums(summed.set_index(keys)["count"], origin)
     return summed.astype({"llm": object, "source": object, "target": object, "count": np.int64})
 
 
+def _refuse_large_sums(totals: pd.Series, origin: str | None) -> None:
+    over = totals[totals > MAX_COUNT]
+    if len(over):
+        (name, source, target), total = over.index[0], over.iloc[0]
+        raise DataError(
+            f"{_where(origin)}the counts of {source!r} → {target!r} (llm {name!r}) add up to "
+            f"{total:.17g}, which is too large; counts are numbers of LLM calls, at most "
+            f"2**53 = {MAX_COUNT} (fix the rows of this transition)."
+        )
+
+
 def normalise_visits(
-    frame: pd.DataFrame, *, origin: str | None = None, row_offset: int = 1, llm: str | None = None
+    frame: pd.DataFrame,
+    *,
+    origin: str | None = None,
+    row_offset: int = 1,
+    llm: str | None = None,
+    typed: bool = False,
+    whole: bool = False,
 ) -> pd.DataFrame:
-    """Validate a raw ``source, visits[, llm]`` table (``state`` is accepted for ``source``)."""
+    """Validate a raw ``source, visits[, llm]`` table (``state`` is accepted for ``source``).
+
+    `typed` as for `normalise_counts`; `whole`: visits must be whole numbers (a visits file
+    counts calls; only the "uniform" convention computes fractions, and it never reads a file).
+    """
     if "state" in frame.columns and "source" not in frame.columns:
         frame = frame.rename(columns={"state": "source"})
+    _check_columns(frame, origin)
     allowed = {"source", "visits", "llm"}
     unknown = [c for c in frame.columns if c not in allowed]
     if unknown or "source" not in frame.columns or "visits" not in frame.columns:
@@ -123,22 +340,32 @@ def normalise_visits(
             f"(found {', '.join(map(str, frame.columns))})."
         )
     rows = _row_labels(frame, row_offset)
-    visits = pd.to_numeric(frame["visits"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    bad = ~np.isfinite(visits) | (visits < 0)
-    if bad.any():
-        first = np.flatnonzero(bad)[0]
-        raise DataError(
-            f"{_where(origin)}row {rows[first]}: visits {frame['visits'].iloc[first]!r} must be a "
-            f"number >= 0 (how many calls used this state as the prompt)."
-        )
+    visits = _numbers(frame["visits"], "visits", origin, rows, typed)
+    with np.errstate(invalid="ignore"):
+        checks = [
+            (~np.isfinite(visits) | (visits < 0), "must be a number >= 0"),
+            (visits > MAX_COUNT, f"is too large (at most 2**53 = {MAX_COUNT})"),
+        ]
+        if whole:
+            checks.append((visits != np.round(visits), "is not a whole number"))
+    for bad, problem in checks:
+        if bad.any():
+            first = np.flatnonzero(bad)[0]
+            _refuse(
+                origin,
+                rows[first],
+                "visits",
+                f"{_show(frame['visits'].iloc[first])} {problem} (visits are how many calls "
+                f"used this state as the prompt).",
+            )
     if "llm" in frame.columns:
         llms = _clean_names(frame["llm"], "llm", origin, rows)
     else:
-        llms = pd.Series(llm or DEFAULT_LLM, index=frame.index, dtype=object)
+        llms = np.full(len(frame), llm or DEFAULT_LLM, dtype=object)
     tidy = pd.DataFrame(
         {
-            "llm": llms.to_numpy(dtype=object),
-            "source": _clean_names(frame["source"], "source", origin, rows).to_numpy(dtype=object),
+            "llm": llms,
+            "source": _clean_names(frame["source"], "source", origin, rows),
             "visits": visits,
         }
     )
@@ -146,9 +373,14 @@ def normalise_visits(
 
 
 def _uniform_visits(
-    counts: pd.DataFrame, calls: float | Mapping[str, float] | None
+    counts: pd.DataFrame, calls: float | Mapping[str, float] | None, origin: str | None = None
 ) -> pd.DataFrame:
-    """N₀ = total calls / number of prompt states, per LLM (the paper's word-task convention)."""
+    """N₀ = total calls / number of prompt states, per LLM (the paper's word-task convention).
+
+    Every counted transition is one call, so `calls` below an LLM's total count is refused,
+    naming the state with the most transitions out of it. (N₀ below one state's count is the
+    paper's convention: T = min(1, n/N₀) caps that state's rate.)
+    """
     parts = []
     for name, group in counts.groupby("llm", sort=True):
         sources = np.unique(group["source"].to_numpy(dtype=object))
@@ -156,7 +388,18 @@ def _uniform_visits(
             total = calls.get(name)
         else:
             total = calls
-        total = float(group["count"].sum()) if total is None else float(total)
+        counted = float(group["count"].sum())
+        if total is not None and not float(total) >= counted:
+            out = group.groupby("source")["count"].sum()
+            state, most = out.idxmax(), int(out.max())
+            raise DataError(
+                f"{_where(origin)}--visits uniform with calls {float(total):g} (llm {name!r}): "
+                f"state {state!r} alone has {most} transitions out of it and the data counts "
+                f"{int(counted)} transitions; every counted transition is one call, so calls "
+                f"must be at least {int(counted)} (raise --calls, or omit it to use the total "
+                f"count)."
+            )
+        total = counted if total is None else float(total)
         parts.append(pd.DataFrame({"llm": name, "source": sources, "visits": total / len(sources)}))
     if not parts:
         return pd.DataFrame({"llm": [], "source": [], "visits": []})
@@ -217,7 +460,7 @@ class Transitions:
             convention = "explicit"
             cls._check_visits(tidy, table, origin)
         elif visits == "uniform":
-            table, convention = _uniform_visits(tidy, calls), "uniform"
+            table, convention = _uniform_visits(tidy, calls, origin), "uniform"
         elif visits in (None, "outgoing"):
             before = _n_states(tidy)
             tidy, table = _outgoing_visits(tidy, min_visits)
@@ -294,6 +537,11 @@ class Transitions:
 
     def _llm(self, llm: str | None) -> str:
         names = self.llms
+        if not names:
+            raise DataError(
+                f"{_where(self.origin)}there are no transitions between different states in the "
+                f"data; nothing to analyse."
+            )
         if llm is None:
             if len(names) == 1:
                 return names[0]
