@@ -161,7 +161,7 @@ def test_empty_store_and_bad_file(tmp_path):
         store.transitions()
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="not a usable run store"):
+    with pytest.raises(StoreError, match="is not an SQLite file, so not a run store"):
         RunStore(junk)
 
 

@@ -8,6 +8,8 @@ by suffix), and with `--discovery-out` the distinct-states-vs-calls curve.
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -27,24 +29,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from detailed_balance.agents import RunStore
-    from detailed_balance.cli import UserError
+    from detailed_balance.data import atomic_path, prepare_output
 
-    if not Path(args.store).is_file():
-        raise UserError(f"{args.store}: no such run store; collect into it first.")
-    out = Path(args.out)
-    visits_out = Path(args.visits_out) if args.visits_out else out.with_name(f"visits{out.suffix}")
-    with RunStore(args.store) as store:
+    # Every output's folder is made (or refused) before the store is read; every file is
+    # written to a temporary sibling and renamed, so a failed export leaves the old files.
+    out = prepare_output(args.out, "transitions file")
+    visits_out = prepare_output(
+        args.visits_out or out.with_name(f"visits{out.suffix}"), "visits file"
+    )
+    calls_out = prepare_output(args.calls_out, "calls file") if args.calls_out else None
+    discovery_out = (
+        prepare_output(args.discovery_out, "discovery file") if args.discovery_out else None
+    )
+    with RunStore(args.store, readonly=True) as store:
         data = store.transitions(
             args.llm, args.run_id, invalid="drop" if args.drop_invalid else "state"
         )
-        if out.suffix.lower() in (".parquet", ".pq"):
-            data.to_parquet(out, visits_out)
-        else:
-            data.to_csv(out, visits_out)
+        with _writing(out, visits_out):
+            with (
+                atomic_path(out, "transitions file") as tmp,
+                atomic_path(visits_out, "visits file") as tmp_visits,
+            ):
+                if out.suffix.lower() in (".parquet", ".pq"):
+                    data.to_parquet(tmp, tmp_visits)
+                else:
+                    data.to_csv(tmp, tmp_visits)
         print(f"{data} → {out}, {visits_out}")
-        if args.calls_out:
-            print(f"calls → {store.export_calls(args.calls_out, args.llm, args.run_id)}")
-        if args.discovery_out:
-            store.discovery(args.llm, args.run_id).to_csv(args.discovery_out, index=False)
-            print(f"discovery curve → {args.discovery_out}")
+        if calls_out is not None:
+            print(f"calls → {store.export_calls(calls_out, args.llm, args.run_id)}")
+        if discovery_out is not None:
+            curve = store.discovery(args.llm, args.run_id)
+            with _writing(discovery_out), atomic_path(discovery_out, "discovery file") as tmp:
+                curve.to_csv(tmp, index=False)
+            print(f"discovery curve → {discovery_out}")
     return 0
+
+
+@contextlib.contextmanager
+def _writing(*paths: Path) -> Iterator[None]:
+    """Turn an OS error while writing `paths` (disk full, quota, I/O) into a clear message."""
+    from detailed_balance.data import OutputError
+
+    try:
+        yield
+    except OSError as exc:
+        names = " and ".join(str(p) for p in paths)
+        raise OutputError(f"cannot write {names}: {exc.strerror or exc}.") from None
