@@ -412,6 +412,13 @@ def test_whole_number_names_in_typed_files_become_strings(tmp_path):
     frame.to_parquet(tmp_path / "t.parquet", index=False)
     data = read_transitions(tmp_path / "t.parquet")
     assert list(data.states) == ["1", "2"]
+    # JSONL gives an object column (a read-only view in pandas): found by the fuzz test
+    _write(
+        tmp_path,
+        "t.jsonl",
+        '{"source": 1, "target": "2", "count": 3}\n{"source": "2", "target": 1, "count": 4}\n',
+    )
+    assert list(read_transitions(tmp_path / "t.jsonl").states) == ["1", "2"]
 
 
 @pytest.mark.parametrize(("value", "kind"), [("2.5", "not a whole number"), ("true", "")])

@@ -81,6 +81,7 @@ def _clean_names(values: pd.Series, what: str, origin: str | None, rows: pd.Inde
     array = values.to_numpy(dtype=object)
     is_str = np.fromiter((type(v) is str for v in array), dtype=bool, count=len(array))
     if not is_str.all():
+        array = array.copy()  # `to_numpy` of an object column may be a read-only view
         for position in np.flatnonzero(~is_str):
             value = array[position]
             if isinstance(value, str):
