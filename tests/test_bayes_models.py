@@ -75,8 +75,15 @@ def test_no_modelled_pair_is_a_clear_error():
     data = Transitions.from_counts(
         pd.DataFrame({"source": ["A"], "target": ["INVALID"], "count": [3]}), "uniform"
     )
-    with pytest.raises(DataError, match="no pair of states"):
+    with pytest.raises(
+        DataError, match=r"every transition has an end with no known visits \('INVALID'"
+    ):
         pair_data(data)
+    self_steps = Transitions.from_counts(
+        pd.DataFrame({"source": ["A"], "target": ["A"], "count": [3]}), "uniform"
+    )
+    with pytest.raises(DataError, match="no transition between two different states"):
+        pair_data(self_steps)
 
 
 def test_unknown_config_and_reference_are_refused():

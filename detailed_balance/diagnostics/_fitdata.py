@@ -23,13 +23,15 @@ import scipy.sparse as sp
 import xarray as xr
 from scipy.sparse.csgraph import connected_components
 
+from detailed_balance.data import DataError
 from detailed_balance.data.names import as_names
 
 SAMPLE_DIMS = ("chain", "draw")
 
 
-class FitError(ValueError):
-    """A fit lacks what a diagnostic needs; the message says what and how to get it."""
+class FitError(DataError):
+    """A fit lacks what a diagnostic needs; the message says what and how to get it (a
+    `DataError`, so the command line prints it without a traceback)."""
 
 
 def as_tree(result: Any) -> xr.DataTree:
@@ -52,7 +54,10 @@ def stack_draws(da: xr.DataArray, dim: str | None = None) -> np.ndarray:
     """Draws of `da` as (samples,) or (samples, len(dim)) with chains stacked first."""
     order = [d for d in SAMPLE_DIMS if d in da.dims] + ([dim] if dim else [])
     values = da.transpose(*order).values
-    return values.reshape(-1) if dim is None else values.reshape(-1, da.sizes[dim])
+    # The sample count is explicit: reshape(-1, 0) cannot infer it when `dim` is empty (a fit
+    # of data without any 3-cycle has a zero-length `cycle` axis, the normal sparse case).
+    samples = int(np.prod([da.sizes[d] for d in SAMPLE_DIMS if d in da.dims], dtype=np.int64))
+    return values.reshape(samples) if dim is None else values.reshape(samples, da.sizes[dim])
 
 
 @dataclass
@@ -149,6 +154,22 @@ class FitArrays:
         _, labels = connected_components(graph, directed=True, connection="strong")
         sizes = np.bincount(labels, minlength=labels.max() + 1 if n else 0)
         return labels, sizes[labels]
+
+    def cycle_rank(self) -> int:
+        """Independent cycles of the undirected graph of modelled pairs (edges − vertices +
+        components over the states the pairs touch).
+
+        0 means the pairs form a forest (chains, stars, single pairs): every antisymmetric A on
+        a forest is a difference of potentials, so no kernel on these pairs can violate
+        detailed balance and the data cannot tell the two models apart.
+        """
+        if len(self.pair_i) == 0:
+            return 0
+        touched, edges = np.unique(np.stack([self.pair_i, self.pair_j]), return_inverse=True)
+        n = len(touched)
+        graph = sp.csr_matrix((np.ones(edges.shape[1]), (edges[0], edges[1])), shape=(n, n))
+        n_components, _ = connected_components(graph, directed=False)
+        return int(len(self.pair_i) - n + n_components)
 
     def visits(self) -> np.ndarray:
         """Visits N₀ per state in `states` (0 where unknown)."""

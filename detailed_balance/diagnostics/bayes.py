@@ -560,7 +560,9 @@ def bayes_verdict(
     flagged and the equilibrium fit reproduces the pair counts (deviance PPC p ≥
     `ppc_alpha`); ``inconclusive`` otherwise (a single signal, a misfitting equilibrium model
     without loop evidence, or MCMC badly unconverged: R-hat > 1.05 or > 1% divergent draws;
-    milder problems only warn).
+    milder problems only warn). Data whose pairs form a forest (``cycle_rank`` 0: chains,
+    stars, single pairs) are always ``inconclusive``: there every kernel satisfies detailed
+    balance, so neither answer has evidence behind it.
     """
     rng = np.random.default_rng(seed)
     pairs = pair_violations(neq_result, fdr, ci=ci)
@@ -626,7 +628,18 @@ def bayes_verdict(
             if report.applicable and _badly_unconverged(report):
                 converged = False
                 reasons.append(f"{name} fit did not converge: {report.warnings[0]}")
-    if violated and converged:
+    cycle_rank = fit_arrays(eq_result).cycle_rank()
+    if cycle_rank == 0:
+        # On a forest every drive A is a gradient (it can be moved into V): the data hold no
+        # loop, so neither "holds" nor "violated" is supported, whatever the other signals say.
+        verdict = "inconclusive"
+        reasons.insert(
+            0,
+            "the observed pairs form a tree (no cycle of states): every kernel on a tree "
+            "satisfies detailed balance, so these data cannot show a violation nor support "
+            "it; collect until states close loops",
+        )
+    elif violated and converged:
         verdict = "violated"
     elif fired == 0 and flagged_pairs == 0 and ppc["p_value"] >= ppc_alpha and converged:
         verdict = "holds"
@@ -662,6 +675,7 @@ def bayes_verdict(
         "flagged_cycles": flagged_cycles,
         "n_pairs": int(len(pairs)),
         "n_cycles": n_cycles,
+        "cycle_rank": cycle_rank,
         "fdr": fdr,
         "ci": ci,
         "downhill_fraction": {k: downhill[k] for k in ("mean", "lower", "upper")},

@@ -153,10 +153,24 @@ def pair_data(data: Transitions, llm: str | None = None) -> PairData:
     excluded = pairs[~known].reset_index(drop=True)
     kept = pairs[known].reset_index(drop=True)
     if kept.empty:
+        where = f"{data.origin + ': ' if data.origin else ''}"
+        if pairs.empty:
+            raise DataError(
+                f"{where}not enough data for a potential: there is no transition between two "
+                f"different states{f' for LLM {name!r}' if len(data.llms) > 1 else ''} (only "
+                f"self-steps, or no rows), so no potential difference can be estimated."
+            )
+        unvisited = sorted(
+            set(pairs.loc[~(pairs["N_f"].to_numpy(float) > 0), "f"].astype(str))
+            | set(pairs.loc[~(pairs["N_g"].to_numpy(float) > 0), "g"].astype(str))
+        )
+        shown = ", ".join(repr(s if len(s) <= 60 else s[:59] + "…") for s in unvisited[:3])
+        more = f" and {len(unvisited) - 3} more" if len(unvisited) > 3 else ""
         raise DataError(
-            f"{data.origin + ': ' if data.origin else ''}no pair of states has transitions "
-            f"with known visits at both ends, so no potential difference can be estimated "
-            f"(give a visits table, or use --visits uniform/outgoing)."
+            f"{where}not enough data for a potential: every transition has an end with no "
+            f"known visits ({shown}{more}; a pooled state such as INVALID is never a prompt), "
+            f"so no potential difference can be estimated. Give those states' visits (a "
+            f"visits table, or --visits uniform/outgoing), or collect valid answers."
         )
     gi, gj = kept["i"].to_numpy(np.int64), kept["j"].to_numpy(np.int64)
     used = np.unique(np.concatenate([gi, gj]))

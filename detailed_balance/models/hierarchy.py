@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -348,7 +349,8 @@ def _landscape_correlation(landscape: np.ndarray, observed: np.ndarray) -> np.nd
             y = landscape[:, :, b, both]
             x = x - x.mean(axis=-1, keepdims=True)
             y = y - y.mean(axis=-1, keepdims=True)
-            r = (x * y).sum(-1) / np.sqrt((x * x).sum(-1) * (y * y).sum(-1))
+            with np.errstate(divide="ignore", invalid="ignore"):  # a flat landscape: r is NaN
+                r = (x * y).sum(-1) / np.sqrt((x * x).sum(-1) * (y * y).sum(-1))
             out[:, :, a, b] = out[:, :, b, a] = r
     return out
 
@@ -397,7 +399,15 @@ def sample(
             pm.compute_log_likelihood(idata, progressbar=False)
             sampler = "advi"
         elif method == "map":
-            point = pm.find_MAP(progressbar=progressbar, seed=seed, **kwargs)
+            with warnings.catch_warnings():  # we ask for the point dict (_map_tree lays it out)
+                warnings.filterwarnings("ignore", "`find_MAP` will return", FutureWarning)
+                point = pm.find_MAP(
+                    progressbar=progressbar,
+                    random_seed=seed,
+                    jitter=False,
+                    return_inferencedata=False,
+                    **kwargs,
+                )
             idata = _map_tree(pymc_model, point)
             sampler = "find_MAP"
         else:
@@ -443,13 +453,15 @@ def _map_tree(pymc_model: pm.Model, point: dict[str, np.ndarray]) -> xr.DataTree
 def interval(values: xr.DataArray, ci: float = 0.9, dims: tuple[str, ...] = ("chain", "draw")):
     """Posterior mean and central `ci` interval as a DataFrame/Series-ready Dataset."""
     lo, hi = (1 - ci) / 2, 1 - (1 - ci) / 2
-    return xr.Dataset(
-        {
-            "mean": values.mean(dims),
-            "lower": values.quantile(lo, dims).drop_vars("quantile"),
-            "upper": values.quantile(hi, dims).drop_vars("quantile"),
-        }
-    )
+    with warnings.catch_warnings():  # an undefined cell (e.g. r over < 3 shared states) is NaN
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        return xr.Dataset(
+            {
+                "mean": values.mean(dims),
+                "lower": values.quantile(lo, dims).drop_vars("quantile"),
+                "upper": values.quantile(hi, dims).drop_vars("quantile"),
+            }
+        )
 
 
 def temperature_table(tree: xr.DataTree, ci: float = 0.9) -> pd.DataFrame:

@@ -45,6 +45,7 @@ class Comparison:
     data: Transitions
     ci: float
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)  # LLM → why it was left out
 
     def to_json(self) -> dict[str, Any]:
         """The `compare --json` object (shape fixed by issue 5; extra keys are additive)."""
@@ -75,6 +76,7 @@ class Comparison:
             "ci": self.ci,
             "method": self.tree.attrs.get("method"),
             "data_hash": self.data.data_hash(),
+            "left_out": dict(self.dropped),
         }
 
 
@@ -169,6 +171,9 @@ def compare_llms(
     "nuts" for the final word; ADVI underestimates τ_A), or None to skip verdicts. discovery: real discovery curves (``calls, distinct`` per
     LLM, e.g. from the run store); default: rarefaction curves from the counts.
     """
+    data, dropped = usable_llms(data)
+    for name, why in dropped.items():
+        log(f"leaving out LLM {label(name)}: {why}")
     model = HierarchicalModel(model_config)
     log(f"fitting the hierarchical model to {len(data.llms)} LLMs ({method}) ...")
     tree = sample(
@@ -187,14 +192,18 @@ def compare_llms(
         given = (discovery or {}).get(name)
         curves[name] = given if given is not None else discovery_curve(data, name)
         down = downhill_draws(data, tree, name)
-        lo, hi = np.nanquantile(down, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+        if np.isfinite(down).any():
+            lo, hi = np.nanquantile(down, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+            mean = float(np.nanmean(down))
+        else:  # no move of this LLM has both ends in the landscape
+            lo = hi = mean = np.nan
         rows.append(
             {
                 "llm": name,
                 "calls": float(data.visits.loc[data.visits["llm"] == name, "visits"].sum()),
                 "distinct_valid": int((_valid_arrivals(data, name) > 0).sum()),
                 "visit_entropy": visit_entropy(data, name),
-                "downhill_mean": float(np.nanmean(down)),
+                "downhill_mean": mean,
                 "downhill_lower": float(lo),
                 "downhill_upper": float(hi),
             }
@@ -205,7 +214,40 @@ def compare_llms(
         for name in data.llms:
             log(f"detailed-balance verdict for {name} ({verdict_method}) ...")
             verdicts[name] = llm_verdict(data.select(name), verdict_method, seed, ci)
-    return Comparison(table, curves, tree, data, ci, verdicts)
+    return Comparison(table, curves, tree, data, ci, verdicts, dropped)
+
+
+def usable_llms(data: Transitions) -> tuple[Transitions, dict[str, str]]:
+    """The data of the LLMs that have a modelled pair, and why each other LLM was left out.
+
+    An LLM whose answers were all invalid (every move into the pooled INVALID state) or only
+    self-steps has no potential difference to estimate; it is reported, not fitted. Raises
+    `DataError` when fewer than two LLMs remain.
+    """
+    from detailed_balance.data import DataError
+    from detailed_balance.models import pair_data
+
+    dropped = {}
+    for name in data.llms:
+        try:
+            pair_data(data, name)
+        except DataError as exc:
+            reason = str(exc)
+            if data.origin and reason.startswith(f"{data.origin}: "):
+                reason = reason[len(data.origin) + 2 :]
+            dropped[name] = reason.removeprefix("not enough data for a potential: ")
+    kept = [name for name in data.llms if name not in dropped]
+    if len(kept) < 2:
+        why = "; ".join(f"{label(k)}: {v}" for k, v in dropped.items())
+        raise DataError(
+            f"compare needs at least two LLMs with a pair of states seen (with known visits at "
+            f"both ends); {len(kept)} of {len(data.llms)} have one ({why})."
+        )
+    if not dropped:
+        return data, dropped
+    counts = data.counts[data.counts["llm"].isin(kept)].reset_index(drop=True)
+    visits = data.visits[data.visits["llm"].isin(kept)].reset_index(drop=True)
+    return Transitions(counts, visits, data.scores, data.origin, data.convention), dropped
 
 
 def llm_verdict(data: Transitions, method: str, seed: int, ci: float) -> dict[str, Any]:
@@ -280,6 +322,8 @@ def comparison_document(comparison: Comparison) -> tuple[Any, dict[str, Any]]:
         f"{ci:.0%} intervals",
     )
     doc.reading(comparison_reading(summary))
+    for name, why in comparison.dropped.items():
+        doc.text(f"Left out: LLM {label(name)} ({why})")
     doc.heading("Per LLM")
     rows = []
     for name, entry in summary["llms"].items():
