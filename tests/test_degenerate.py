@@ -261,3 +261,24 @@ def test_compare(root, tmp_path, name):
         down = entry["downhill_fraction"]
         assert down["mean"] is None or 0 <= down["mean"] <= 1
         assert all(v is None or math.isfinite(v) for v in down.values())
+
+
+@pytest.mark.slow
+def test_paper_density_without_a_three_cycle(tmp_path):
+    """Simulated at the paper's density (2,000 states, 6 calls each, seed 1: no two-way
+    3-cycle). Before: `check --posterior` and `report` ended in `cannot reshape array of size 0`."""
+    sim = tmp_path / "sim"
+    assert run(["simulate", "--states", "2000", "--transitions", "12000", "--seed", "1",
+                "--out", str(sim)])[0] == 0  # fmt: skip
+    data, fit = str(sim / "transitions.csv"), tmp_path / "eq.nc"
+    assert run(["fit", data, "--method", "map", "--out", str(fit), "--no-progress"])[0] == 0
+    rc, stdout, err = run(["check", data, "--posterior", str(fit), "--json"])
+    assert rc == 0, err
+    bayes = json.loads(stdout)["bayes"]
+    assert bayes["n_cycles"] == 0 and bayes["flagged_cycles"] == 0
+    assert bayes["cycle_rank"] > 0  # longer loops exist: not a forest
+    assert bayes["verdict"] != "violated"  # reversible data
+    out = tmp_path / "report.html"
+    rc, _, err = run(["report", str(fit), "-o", str(out)])
+    assert rc == 0, err
+    assert json.loads(out.with_suffix(".json").read_text())["evidence"]["n_cycles"] == 0
