@@ -282,3 +282,19 @@ def test_paper_density_without_a_three_cycle(tmp_path):
     rc, _, err = run(["report", str(fit), "-o", str(out)])
     assert rc == 0, err
     assert json.loads(out.with_suffix(".json").read_text())["evidence"]["n_cycles"] == 0
+
+
+def test_single_llm_verbs_on_several_llms_say_which_option(root, tmp_path):
+    """Before: "the data has several LLMs (a, b); pass llm=NAME" (the Python spelling)."""
+    data = _data(root, "m_chain")
+    for argv in (["fit", data, "--out", str(tmp_path / "p.csv")], ["check", data],
+                 ["fit", data, "--method", "map", "--out", str(tmp_path / "f.nc")]):  # fmt: skip
+        rc, _, err = run(argv)
+        assert (
+            rc == 2 and f"{data} holds several LLMs ('a', 'b'); choose one with --llm NAME" in err
+        )
+        assert "llm=NAME" not in err
+    out = tmp_path / "b.csv"
+    assert run(["fit", data, "--llm", "b", "--out", str(out)])[0] == 0
+    v = pd.read_csv(out).set_index("state").loc[list("ABCD"), "potential"].to_numpy()
+    assert np.allclose(np.diff(v), np.log([40 / 30, 35 / 25, 30 / 20]), atol=1e-6)  # b = 2 × a

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from detailed_balance.data import Transitions, read_transitions
+from detailed_balance.data import DataError, Transitions, read_transitions
 from detailed_balance.data.files import OutputError, prepare_output
 
 
@@ -43,8 +43,11 @@ def sibling_visits(path: Path) -> Path | None:
     return next((c for c in candidates if c.is_file() and c != path), None)
 
 
-def load_data(args: argparse.Namespace, path: str | None = None) -> Transitions:
-    """Read DATA with the visits options.
+def load_data(
+    args: argparse.Namespace, path: str | None = None, *, one_llm: bool = True
+) -> Transitions:
+    """Read DATA with the visits options (and `--llm`; with `one_llm`, data of several LLMs
+    without `--llm` are refused with the names to choose from).
 
     Without --visits the data's own visits are used: the JSON layouts carry them, and a
     `visits.csv` written beside `transitions.csv` (by `simulate` or `export`) is picked up;
@@ -60,6 +63,13 @@ def load_data(args: argparse.Namespace, path: str | None = None) -> Transitions:
     data = read_transitions(data_path, visits, calls=args.calls, min_visits=args.min_visits)
     if getattr(args, "llm", None):
         data = data.select(args.llm)
+    elif one_llm and len(data.llms) > 1:
+        names = [repr(n if len(n) <= 40 else n[:39] + "…") for n in data.llms[:5]]
+        more = f" and {len(data.llms) - 5} more" if len(data.llms) > 5 else ""
+        raise DataError(
+            f"{data_path} holds several LLMs ({', '.join(names)}{more}); choose one with "
+            f"--llm NAME, or compare them with `detailed-balance compare {data_path}`."
+        )
     return data
 
 

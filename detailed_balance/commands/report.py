@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         from detailed_balance.diagnostics.bayes import same_data
 
         args.llm = None
-        data = load_data(args, args.data)
+        data = load_data(args, args.data, one_llm=False)  # the fit says which LLM
         if not same_data(data, result):
             raise UserError(
                 f"{path} was made on other data than {args.data} (their counts or visits "
