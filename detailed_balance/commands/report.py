@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     result = load_fit(path)  # FitFileError (a DataError) names the file and says why
     data = None
     if args.data:
-        from detailed_balance.diagnostics.bayes import same_data
+        from detailed_balance.diagnostics import same_data
 
         args.llm = None
         data = load_data(args, args.data, one_llm=False)  # the fit says which LLM

@@ -1,5 +1,6 @@
 """Diagnostics: the paper's detailed-balance checks and the Bayesian tests."""
 
+from ._fitdata import FitError
 from .bayes import (
     Verdict,
     bayes_check,
@@ -13,6 +14,7 @@ from .bayes import (
     loop_chi2_ppc,
     pair_violations,
     ppc_pairs,
+    same_data,
 )
 from .convergence import ConvergenceReport, ConvergenceWarning, convergence
 from .paper import (
@@ -31,6 +33,7 @@ __all__ = [
     "Check",
     "ConvergenceReport",
     "ConvergenceWarning",
+    "FitError",
     "Verdict",
     "bayes_check",
     "bayes_downhill",
@@ -44,6 +47,7 @@ __all__ = [
     "loop_chi2_ppc",
     "pair_violations",
     "ppc_pairs",
+    "same_data",
     "action_size",
     "checks_json",
     "db_scatter",

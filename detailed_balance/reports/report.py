@@ -19,14 +19,14 @@ import pandas as pd
 
 from detailed_balance.data import Transitions
 from detailed_balance.diagnostics import (
+    FitError,
     Verdict,
     bayes_check,
     convergence,
     db_scatter,
     loop_balance,
+    same_data,
 )
-from detailed_balance.diagnostics._fitdata import FitError
-from detailed_balance.diagnostics.bayes import same_data
 from detailed_balance.features import has_features
 
 from . import figures
