@@ -159,19 +159,22 @@ async def collect_async(
     opts = CollectOptions(calls=int(calls), **options)
     if opts.calls < 1 or opts.concurrency < 1:
         raise ValueError("calls and concurrency must be at least 1.")
+    run_id = run_id or f"{agent.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     own_store = not isinstance(store, RunStore)
     run_store = RunStore(store) if own_store else store
     try:
-        if model.startswith(f"{PROVIDER}/"):
-            sim = simulator or active_simulator(model)
-            register_price(model)
-            with sim.active():
-                return await _collect(
-                    agent, model, opts, run_store, run_id, resume, llm, progress, api_key, sim
-                )
-        return await _collect(
-            agent, model, opts, run_store, run_id, resume, llm, progress, api_key, None
-        )
+        # One writer per run: a second collector of this run is refused before any call.
+        with run_store.hold_run(run_id):
+            if model.startswith(f"{PROVIDER}/"):
+                sim = simulator or active_simulator(model)
+                register_price(model)
+                with sim.active():
+                    return await _collect(
+                        agent, model, opts, run_store, run_id, resume, llm, progress, api_key, sim
+                    )
+            return await _collect(
+                agent, model, opts, run_store, run_id, resume, llm, progress, api_key, None
+            )
     finally:
         if own_store:
             run_store.close()
@@ -188,21 +191,20 @@ async def _collect(
     model: str,
     opts: CollectOptions,
     store: RunStore,
-    run_id: str | None,
+    run_id: str,
     resume: bool,
     llm: str | None,
     progress: bool | TextIO,
     api_key: str | None,
     sim: SimulatedLLM | None,
 ) -> CollectResult:
-    run_id = run_id or f"{agent.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     llm = llm or model
     config = {k: v for k, v in asdict(opts).items() if k != "calls"}
     config["agent"] = agent.describe
     if sim is not None:
         config["simulator"] = sim.describe()
     # extra litellm params or an api_base with a query key may carry credentials
-    config = client.redact_options(config, (api_key,) if api_key else ())
+    config = _redact_config(config, (api_key,) if api_key else ())
     info = store.start_run(
         run_id, agent=agent.name, model=model, llm=llm, calls=opts.calls, seed=opts.seed,
         config=config, resume=resume,
@@ -258,7 +260,11 @@ async def _collect(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        status = "complete" if not pending and state["stop"] is None else "stopped"
+        answered = done_before + stats.done - stats.errors
+        if state["stop"] is not None:
+            status = "stopped"
+        else:  # calls that ended in a transport error are still to do: resume finishes them
+            status = "complete" if not pending and answered >= total else "incomplete"
         await _drain_litellm_logging()
     except AuthenticationFailed:
         status = "auth failed"
@@ -289,6 +295,29 @@ async def _drain_litellm_logging(timeout: float = 10.0) -> None:
         await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout)
     except (TimeoutError, AttributeError, RuntimeError):  # best effort only
         pass
+
+
+def _redact_config(options: object, extra: tuple[str, ...]) -> object:
+    """`client.redact_options` for the stored run config, except that numbers, booleans and
+    nulls are kept even under a credential-like name (``input_cost_per_token``,
+    ``max_tokens``: prices and limits, never secrets), and HTTP header mappings are redacted
+    whole (any header may carry a credential)."""
+    if isinstance(options, dict):
+        kept = {}
+        for key, value in options.items():
+            if value is None or isinstance(value, bool | int | float):
+                kept[key] = value
+            elif isinstance(value, dict) and "header" in str(key).lower():
+                kept[key] = client.REDACTED
+            elif isinstance(value, dict | list | tuple):
+                secret = client.redact_options({key: ""})[key] == client.REDACTED
+                kept[key] = client.REDACTED if secret else _redact_config(value, extra)
+            else:
+                kept[key] = client.redact_options({key: value}, extra)[key]
+        return kept
+    if isinstance(options, list | tuple):
+        return [_redact_config(v, extra) for v in options]
+    return client.redact_options(options, extra)
 
 
 def _record(

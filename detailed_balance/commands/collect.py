@@ -106,11 +106,18 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.resume and not args.run_id:
         raise UserError("--resume needs --run-id (the run to continue).")
-    if sim is not None and args.truth_out:
-        sim.truth_table().to_csv(args.truth_out, index=False)
-    params = {} if args.temperature is None else {"temperature": args.temperature}
     from detailed_balance.agents import RunStore
+    from detailed_balance.data import prepare_output, write_frame_atomic
 
+    # Output folders are made (or refused) before the store is opened or any call is made.
+    truth_out = prepare_output(args.truth_out, "truth table") if args.truth_out else None
+    prepare_output(args.store, "run store")
+    if sim is not None and truth_out is not None:
+        try:
+            write_frame_atomic(sim.truth_table(), truth_out, "truth table", index=False)
+        except OSError as exc:
+            raise UserError(f"cannot write the truth table {truth_out}: {exc.strerror}.") from None
+    params = {} if args.temperature is None else {"temperature": args.temperature}
     store = RunStore(args.store, fsync=args.fsync)
     try:
         result = collect(
