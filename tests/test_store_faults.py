@@ -5,6 +5,7 @@ raw answers, and export's output files (parents made first, written atomically).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -354,3 +355,42 @@ def test_old_store_without_answer_columns_is_read_and_upgraded(tmp_path):
         store.add(_row(10, "a", answer="abc"))
     with RunStore(db, readonly=True) as store:
         assert store.calls().set_index("call_id").loc[10, "answer_chars"] == 3
+
+
+_READONLY_COMPARE = """
+import sys
+from detailed_balance.cli import main
+sys.exit(main(["compare", "--store", sys.argv[1], "-o", sys.argv[2], "--method", "map",
+               "--verdicts", "none"]))
+"""
+
+
+def test_compare_reads_a_read_only_store(tmp_path):
+    """compare opened the store for writing: a read-only store (file and folder) failed, and a
+    writable one could be created or upgraded by a reading verb."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = _make_store(folder / "runs.db", runs=(("a", "m1"), ("b", "m2")), calls=400)
+    before = db.read_bytes()
+    out = tmp_path / "out" / "compare.html"
+    db.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        cmd = [sys.executable, "-c", _READONLY_COMPARE, str(db), str(out)]
+        if os.geteuid() == 0:  # root ignores file modes: drop the capabilities (user namespace)
+            if shutil.which("unshare") is None:
+                pytest.skip("running as root without unshare: cannot make a file read-only")
+            cmd = ["unshare", "-U", *cmd]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0 and "unshare" in done.stderr:
+            pytest.skip(f"unshare -U not permitted here: {done.stderr.strip()}")
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(out.with_suffix(".json").read_text())
+        assert sorted(summary["llms"]) == ["m1", "m2"]
+        assert sum(e["calls"] for e in summary["llms"].values()) == 800
+        assert sorted(p.name for p in folder.iterdir()) == ["runs.db"]
+        assert db.read_bytes() == before
+    finally:
+        folder.chmod(stat.S_IRWXU)
+        db.chmod(0o644)

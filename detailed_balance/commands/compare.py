@@ -92,9 +92,7 @@ def load_panel(args: argparse.Namespace) -> tuple[Transitions, dict[str, pd.Data
 def _from_store(path: Path) -> tuple[Transitions, dict[str, pd.DataFrame]]:
     from detailed_balance.agents import RunStore
 
-    if not path.exists():
-        raise UserError(f"{path}: no such run store.")
-    with RunStore(path) as store:
+    with RunStore(path, readonly=True) as store:  # reading never creates, upgrades or writes
         data = store.transitions()
         found = store.discovery()
     curves = {
