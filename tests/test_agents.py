@@ -268,3 +268,21 @@ def test_custom_agent_example_runs_offline(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     spearman = float(out.stdout.strip().splitlines()[-1].split("=")[-1])
     assert spearman >= 0.9
+
+
+def test_redact_options_redacts_credentials_not_limits_or_prices():
+    from detailed_balance.agents.client import REDACTED, redact_options
+
+    options = {
+        "api_key": "sk-abc", "access_token": "t0k3n", "extra_headers": {"X-Auth-Token": "x"},
+        "Authorization": "Bearer abc", "client_secret": "s", "max_tokens": 64,
+        "input_cost_per_token": 1e-6, "output_cost_per_token": None, "temperature": 0.7,
+        "note": "uses sk-abcdefghijklmnopqrstuv",
+    }  # fmt: skip
+    out = redact_options(options)
+    for key in ("api_key", "access_token", "Authorization", "client_secret"):
+        assert out[key] == REDACTED
+    assert out["extra_headers"] == {"X-Auth-Token": REDACTED}
+    assert out["max_tokens"] == 64 and out["temperature"] == 0.7
+    assert out["input_cost_per_token"] == 1e-6 and out["output_cost_per_token"] is None
+    assert "sk-abcdefghijklmnopqrstuv" not in out["note"]

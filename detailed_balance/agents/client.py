@@ -86,7 +86,11 @@ def redact_known(text: str | None, secrets: list[str]) -> str | None:
 
 _SECRET_PREFIXES = ("sk-", "Bearer", "AIza", "xai-", "gsk_")
 # Option names whose values are credentials (extra litellm params, headers).
-_SECRET_OPTION = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH)", re.IGNORECASE)
+# "token" is a credential (access_token, x-auth-token) except as a unit: max_tokens,
+# input_cost_per_token are limits and prices, kept.
+_SECRET_OPTION = re.compile(
+    r"(KEY|SECRET|PASSWORD|CREDENTIAL|AUTH|(?<!PER_)TOKEN(?!S))", re.IGNORECASE
+)
 
 
 def redact_options(options: object, extra: tuple[str, ...] = ()) -> object:
