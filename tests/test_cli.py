@@ -81,7 +81,7 @@ def test_errors_are_messages_not_tracebacks(tmp_path):
         text=True,
     )
     assert proc.returncode == 2
-    assert "row 2: count '-4' is negative" in proc.stderr
+    assert "data row 1, column 'count': '-4' is negative" in proc.stderr  # the first record
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     debug = subprocess.run(
         [sys.executable, "-m", "detailed_balance.cli", "--debug", "check", str(path)],
