@@ -102,6 +102,24 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc}); expected {ACCEPTED}.") from None
+    lines = [line for line in text.split("\n") if line.strip()]
+    try:  # one parse of the whole file; on any problem, line by line to name the bad line
+        records = json.loads("[" + ",".join(lines) + "]")
+        if len(records) != len(lines) or not all(isinstance(r, dict) for r in records):
+            records = None
+    except (RecursionError, ValueError):
+        records = None
+    if records is None:
+        records = _jsonl_records(path, text)
+    if not records:
+        return pd.DataFrame({"source": [], "target": [], "count": []}, dtype=object)
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    return pd.DataFrame(
+        {key: pd.Series([r.get(key) for r in records], dtype=object) for key in columns}
+    )
+
+
+def _jsonl_records(path: Path, text: str) -> list[dict]:
     records: list[dict] = []
     for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -119,12 +137,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                 f'{{"source": "A", "target": "B", "count": 3}}, got a {type(record).__name__}.'
             )
         records.append(record)
-    if not records:
-        return pd.DataFrame({"source": [], "target": [], "count": []}, dtype=object)
-    columns = list(dict.fromkeys(key for record in records for key in record))
-    return pd.DataFrame(
-        {key: pd.Series([r.get(key) for r in records], dtype=object) for key in columns}
-    )
+    return records
 
 
 def _has_moves(counts: pd.DataFrame) -> bool:

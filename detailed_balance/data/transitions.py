@@ -79,8 +79,8 @@ def _clean_names(values: pd.Series, what: str, origin: str | None, rows: pd.Inde
     type (bool, float, bytes, dates, lists, objects...) are refused, naming the first bad row.
     """
     array = values.to_numpy(dtype=object)
-    is_str = np.fromiter((type(v) is str for v in array), dtype=bool, count=len(array))
-    if not is_str.all():
+    if set(map(type, array)) - {str}:
+        is_str = np.fromiter((type(v) is str for v in array), dtype=bool, count=len(array))
         array = array.copy()  # `to_numpy` of an object column may be a read-only view
         for position in np.flatnonzero(~is_str):
             value = array[position]
@@ -104,19 +104,21 @@ def _clean_names(values: pd.Series, what: str, origin: str | None, rows: pd.Inde
                 f"{_show(value)} is a {_kind(value)}; {what} names must be strings "
                 f"(write the name as text).",
             )
-    names = pd.Series(array, dtype=object)
-    empty = names.str.strip().eq("").to_numpy()
-    if empty.any():
+    # names repeat: check each distinct name once, then find the first row of a bad one
+    distinct = pd.Series(pd.unique(array), dtype=object)
+    bad_empty = set(distinct[distinct.str.strip().eq("").to_numpy()])
+    if bad_empty:
+        first = np.flatnonzero(pd.Series(array, dtype=object).isin(bad_empty).to_numpy())[0]
         _refuse(
             origin,
-            rows[np.flatnonzero(empty)[0]],
+            rows[first],
             what,
             f"the {what} name is empty or missing; every row needs a non-empty {what} "
             f"(fix or delete the row).",
         )
-    nul = names.str.contains("\x00", regex=False).to_numpy()
-    if nul.any():
-        first = np.flatnonzero(nul)[0]
+    bad_nul = set(distinct[distinct.str.contains("\x00", regex=False).to_numpy()])
+    if bad_nul:
+        first = np.flatnonzero(pd.Series(array, dtype=object).isin(bad_nul).to_numpy())[0]
         _refuse(
             origin,
             rows[first],
@@ -165,9 +167,18 @@ def _numbers(
             f"{_show(values.iloc[0])} has type {values.dtype}; {what} must be a whole number.",
         )
     array = values.to_numpy(dtype=object)
+    kinds = set(map(type, array))
+    if kinds <= {int, float}:  # JSON numbers: one conversion (huge ints overflow: slow path)
+        try:
+            return np.array(array, dtype=float)
+        except OverflowError:
+            pass
+    if kinds <= {str, float} and not typed:  # text (NaN where missing): parse it all at once
+        array = array.copy()
+        kinds = set()
     out = np.full(len(array), np.nan)
-    text_positions = []
-    for position, value in enumerate(array):
+    text_positions = [] if kinds else list(range(len(array)))
+    for position, value in enumerate(array if kinds else ()):
         if isinstance(value, str):
             if typed:
                 _refuse(
