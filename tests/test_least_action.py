@@ -327,7 +327,7 @@ def test_several_llms_need_a_name() -> None:
     both = pd.concat(
         [CLAUDE.assign(llm="claude"), CLAUDE.head(2).assign(llm="other")], ignore_index=True
     )
-    data = Transitions.from_counts(both, "uniform", calls={"claude": 20000, "other": 100})
+    data = Transitions.from_counts(both, "uniform", calls={"claude": 20000, "other": 10_000})
     with pytest.raises(DataError, match="several LLMs"):
         least_action(data)
     with pytest.raises(DataError, match="unknown llm 'gpt'"):
