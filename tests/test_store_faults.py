@@ -115,6 +115,21 @@ def test_foreign_files_and_directories(tmp_path, capsys):
         RunStore(folder)
 
 
+def _run_without_root_override(script: str, *args: str, timeout: float = 120):
+    """Run `script` in a subprocess that file modes bind (root ignores them: it runs in a user
+    namespace via `unshare -U`); skip when that is impossible here."""
+    cmd = [sys.executable, "-c", script, *args]
+    if os.geteuid() == 0:
+        if shutil.which("unshare") is None:
+            pytest.skip("running as root without unshare: cannot make a file read-only")
+        cmd = ["unshare", "-U", *cmd]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0 and "unshare" in done.stderr:
+        pytest.skip(f"unshare -U not permitted here: {done.stderr.strip()}")
+    return done
+
+
 _READONLY_EXPORT = """
 import sys
 from detailed_balance.cli import main
@@ -132,15 +147,7 @@ def test_read_only_store_can_be_exported(tmp_path, where):
     if where == "folder":
         folder.chmod(0o555)
     try:
-        cmd = [sys.executable, "-c", _READONLY_EXPORT, str(db), str(out)]
-        if os.geteuid() == 0:  # root ignores file modes: drop the capabilities (user namespace)
-            if shutil.which("unshare") is None:
-                pytest.skip("running as root without unshare: cannot make a file read-only")
-            cmd = ["unshare", "-U", *cmd]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0 and "unshare" in done.stderr:
-            pytest.skip(f"unshare -U not permitted here: {done.stderr.strip()}")
+        done = _run_without_root_override(_READONLY_EXPORT, str(db), str(out))
         assert done.returncode == 0, done.stderr
         assert sum(int(x) for x in pd.read_csv(out)["count"]) == 200
         assert sorted(p.name for p in folder.iterdir()) == ["runs.db"]
@@ -376,15 +383,7 @@ def test_compare_reads_a_read_only_store(tmp_path):
     db.chmod(0o444)
     folder.chmod(0o555)
     try:
-        cmd = [sys.executable, "-c", _READONLY_COMPARE, str(db), str(out)]
-        if os.geteuid() == 0:  # root ignores file modes: drop the capabilities (user namespace)
-            if shutil.which("unshare") is None:
-                pytest.skip("running as root without unshare: cannot make a file read-only")
-            cmd = ["unshare", "-U", *cmd]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0 and "unshare" in done.stderr:
-            pytest.skip(f"unshare -U not permitted here: {done.stderr.strip()}")
+        done = _run_without_root_override(_READONLY_COMPARE, str(db), str(out), timeout=300)
         assert done.returncode == 0, done.stderr
         summary = json.loads(out.with_suffix(".json").read_text())
         assert sorted(summary["llms"]) == ["m1", "m2"]

@@ -574,8 +574,9 @@ def bayes_verdict(
     flagged_cycles = int(cycles["flagged"].sum())
     flagged_pairs = int(pairs["flagged"].sum())
     diff, se = loo["elpd_diff"], loo["elpd_se"]
+    eq_arrays = fit_arrays(eq_result)
     methods = {
-        "equilibrium": fit_arrays(eq_result).method,
+        "equilibrium": eq_arrays.method,
         "nonequilibrium": fit_arrays(neq_result).method,
     }
     loo_counted = all(m in MCMC_METHODS for m in methods.values())
@@ -628,7 +629,7 @@ def bayes_verdict(
             if report.applicable and _badly_unconverged(report):
                 converged = False
                 reasons.append(f"{name} fit did not converge: {report.warnings[0]}")
-    cycle_rank = fit_arrays(eq_result).cycle_rank()
+    cycle_rank = eq_arrays.cycle_rank()
     if cycle_rank == 0:
         # On a forest every drive A is a gradient (it can be moved into V): the data hold no
         # loop, so neither "holds" nor "violated" is supported, whatever the other signals say.
