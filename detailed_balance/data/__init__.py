@@ -8,6 +8,7 @@ from .files import (
     write_frame_atomic,
     write_text_atomic,
 )
+from .graph import component_sizes, strong_components, weak_components
 from .io import read_transitions, read_visits
 from .transitions import DEFAULT_LLM, DataError, Transitions
 
@@ -17,10 +18,13 @@ __all__ = [
     "OutputError",
     "Transitions",
     "atomic_path",
+    "component_sizes",
     "prepare_dir",
     "prepare_output",
     "read_transitions",
     "read_visits",
+    "strong_components",
+    "weak_components",
     "write_frame_atomic",
     "write_text_atomic",
 ]
