@@ -13,6 +13,7 @@ chunks (`draw_chunks`) so paper-scale posteriors stay within memory.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +22,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import xarray as xr
-from scipy.sparse.csgraph import connected_components
 
-from detailed_balance.data import DataError
+from detailed_balance.data import DataError, component_sizes, strong_components, weak_components
 from detailed_balance.data.names import as_names
 
 SAMPLE_DIMS = ("chain", "draw")
@@ -136,24 +136,30 @@ class FitArrays:
     def bounded(self) -> np.ndarray:
         """Per state in `states`: True when the likelihood alone pins V (up to the gauge).
 
-        A state is bounded when it lies in a strongly connected piece (≥ 2 states) of the
-        directed graph of observed moves: every difference inside such a piece has moves both
-        ways along some path, so the likelihood has a finite maximum. Differences across
-        pieces are bounded on one side only (the prior sets the other).
+        The definition is the one the model used at fit time (`PairData.bounded`, stored in
+        ``constant_data["bounded"]``): the largest strongly connected piece (≥ 2 states) of
+        the directed graph of observed moves in each component. Inside such a piece every
+        difference has moves both ways along some path, so the likelihood has a finite
+        maximum. Fits without the stored flag (hand-made trees) fall back to "in a strongly
+        connected piece of ≥ 2 states".
         """
+        const = self.tree["constant_data"]
+        if "bounded" in const.data_vars:
+            stored = pd.Series(
+                np.asarray(const["bounded"].values, dtype=bool),
+                index=pd.Index(as_names(const["state"]), dtype=object),
+            )
+            return stored.reindex(self.states).fillna(False).to_numpy(dtype=bool)
         return self.strong_components()[1] >= 2
 
     def strong_components(self) -> tuple[np.ndarray, np.ndarray]:
         """(label per state, size of that state's component) of the directed move graph."""
-        n = len(self.states)
         fwd = self.n_fg > 0
         bwd = self.n_gf > 0
         rows = np.concatenate([self.pair_i[fwd], self.pair_j[bwd]])
         cols = np.concatenate([self.pair_j[fwd], self.pair_i[bwd]])
-        graph = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-        _, labels = connected_components(graph, directed=True, connection="strong")
-        sizes = np.bincount(labels, minlength=labels.max() + 1 if n else 0)
-        return labels, sizes[labels]
+        labels = strong_components(rows, cols, len(self.states))
+        return labels, component_sizes(labels)
 
     def cycle_rank(self) -> int:
         """Independent cycles of the undirected graph of modelled pairs (edges − vertices +
@@ -166,10 +172,8 @@ class FitArrays:
         if len(self.pair_i) == 0:
             return 0
         touched, edges = np.unique(np.stack([self.pair_i, self.pair_j]), return_inverse=True)
-        n = len(touched)
-        graph = sp.csr_matrix((np.ones(edges.shape[1]), (edges[0], edges[1])), shape=(n, n))
-        n_components, _ = connected_components(graph, directed=False)
-        return int(len(self.pair_i) - n + n_components)
+        n_components = len(np.unique(weak_components(edges[0], edges[1], len(touched))))
+        return int(len(self.pair_i) - len(touched) + n_components)
 
     def visits(self) -> np.ndarray:
         """Visits N₀ per state in `states` (0 where unknown)."""
@@ -214,9 +218,57 @@ def _cycle_edges(
     return edge, signs
 
 
+# One FitArrays per fit: every diagnostic of a verdict reads the same arrays. Keyed by the
+# tree (held weakly) and the identity of its posterior and constant_data variables, so a tree
+# whose groups are replaced is read again.
+_CACHE: dict[int, tuple[weakref.ref, tuple[int, ...], FitArrays]] = {}
+
+
+def _stamp(tree: xr.DataTree) -> tuple[int, ...]:
+    return tuple(
+        id(var)
+        for name in ("posterior", "constant_data")
+        if name in tree.children
+        for var in tree[name].variables.values()
+    )
+
+
 def fit_arrays(result: Any) -> FitArrays:
-    """Extract the arrays of a fit; raises `FitError` naming what is missing."""
+    """The arrays of a fit, built once per fit and cached; raises `FitError` naming what is
+    missing."""
     tree = as_tree(result)
+    stamp = _stamp(tree)
+    hit = _CACHE.get(id(tree))
+    if hit is not None and hit[0]() is tree and hit[1] == stamp:
+        return hit[2]
+    fit = _build(tree)
+    for key in [k for k, (ref, _, _) in _CACHE.items() if ref() is None]:
+        del _CACHE[key]
+    _CACHE[id(tree)] = (weakref.ref(tree), stamp, fit)
+    return fit
+
+
+def _stored_cycle_edges(
+    const: xr.Dataset, keep_index: np.ndarray, n_cycles: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Loop edges a→b, b→c, c→a from the pair indices stored at fit time (`cycle_pair_*`,
+    in the full pair coordinate; the fit stores a < b < c so the pairs read a→b, b→c, a→c and
+    the loop is A_ab + A_bc − A_ac). None when they are absent or refer to unusable pairs."""
+    names = ("cycle_pair_ab", "cycle_pair_bc", "cycle_pair_ac")
+    if n_cycles == 0 or not set(names) <= set(const.data_vars):
+        return None
+    full = np.stack([np.asarray(const[k].values, dtype=np.int64) for k in names], axis=1)
+    local = np.full(int(const.sizes.get("pair", 0)), -1, dtype=np.int64)
+    local[keep_index] = np.arange(len(keep_index))
+    if full.shape != (n_cycles, 3) or full.min() < 0 or full.max() >= len(local):
+        return None
+    edges = local[full]
+    if (edges < 0).any():
+        return None
+    return edges, np.tile([1.0, 1.0, -1.0], (n_cycles, 1))
+
+
+def _build(tree: xr.DataTree) -> FitArrays:
     post = _group(tree, "posterior")
     const = _group(tree, "constant_data")
     if post is None or "V" not in post.data_vars:
@@ -248,7 +300,8 @@ def fit_arrays(result: Any) -> FitArrays:
         names = np.empty((0, 3), dtype=object)
     abc = np.stack([_positions(states, names[:, k], "cycle state") for k in range(3)], axis=1)
     abc = abc.reshape(-1, 3).astype(np.int64)
-    edges, signs = _cycle_edges(pair_i, pair_j, abc, len(states))
+    stored = _stored_cycle_edges(const, keep_index, len(abc))
+    edges, signs = stored if stored is not None else _cycle_edges(pair_i, pair_j, abc, len(states))
     has_a = "A" in post.data_vars
     fit = FitArrays(
         tree=tree,
