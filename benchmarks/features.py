@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pymc as pm  # noqa: E402
 
-from detailed_balance.features import Standardiser, theta_summary  # noqa: E402
+from detailed_balance.diagnostics import theta_summary  # noqa: E402
+from detailed_balance.features import Standardiser  # noqa: E402
 from detailed_balance.models import FeaturePotentialModel, feature_least_action  # noqa: E402
 from detailed_balance.models._pairs import pair_data  # noqa: E402
 from detailed_balance.sampling import fit  # noqa: E402

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from detailed_balance.agents import INVALID, Agent, Parsed, letter_sum, load_agent
 from detailed_balance.agents import symreg as sr
 from detailed_balance.agents import word100 as w
+from detailed_balance.features import expressions as ex
+from detailed_balance.features import words as wl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +33,7 @@ def test_letter_values_match_hand_sums():
 
 
 def test_word_list_is_the_bundled_scowl_list():
-    words = w.word_list()
+    words = wl.word_list()
     assert len(words) == 63_875 + 1  # SCOWL-50 lower-case alphabetic words + BUZZY
     assert {"ATTITUDE", "TURKEY", "PERSONAL", "PROBLEMS", "DISCIPLINE", "BUZZY"} <= words
     hundred = w.words_summing_to_100()
@@ -88,7 +90,7 @@ def test_word100_dictionary_option():
     ],
 )
 def test_canonical_forms(text, canonical):
-    assert sr.canonicalise(text) == canonical
+    assert ex.canonicalise(text) == canonical
 
 
 @pytest.mark.parametrize(
@@ -123,8 +125,8 @@ def test_canonical_forms(text, canonical):
     ],
 )
 def test_parser_rejects_unsafe_or_oversized(text):
-    with pytest.raises(sr.ExpressionError):
-        sr.parse_expression(text)
+    with pytest.raises(ex.ExpressionError):
+        ex.parse_expression(text)
 
 
 _ALLOWED_NODES = (
@@ -142,25 +144,25 @@ _TOKENS = [
 def _check_accepted(text: str) -> None:
     """Whatever the parser accepts is inside the whitelist, bounded, and evaluates safely."""
     try:
-        tree = sr.parse_expression(text)
-    except sr.ExpressionError:
+        tree = ex.parse_expression(text)
+    except ex.ExpressionError:
         return
-    assert len(text) <= sr.MAX_CHARS
+    assert len(text) <= ex.MAX_CHARS
     nodes = list(ast.walk(tree))
-    assert len(nodes) <= 2 * sr.MAX_NODES  # ops/contexts are counted loosely; calls strictly
+    assert len(nodes) <= 2 * ex.MAX_NODES  # ops/contexts are counted loosely; calls strictly
     for node in nodes:
         assert isinstance(node, _ALLOWED_NODES), type(node)
         if isinstance(node, ast.Name):
-            assert node.id == "x" or node.id in sr.FUNCTIONS or sr._PARAM.fullmatch(node.id)
+            assert node.id == "x" or node.id in ex.FUNCTIONS or ex._PARAM.fullmatch(node.id)
         if isinstance(node, ast.Call):
-            assert isinstance(node.func, ast.Name) and node.func.id in sr.FUNCTIONS
+            assert isinstance(node.func, ast.Name) and node.func.id in ex.FUNCTIONS
         if isinstance(node, ast.Constant):
-            assert isinstance(node.value, int | float) and abs(node.value) <= sr.MAX_CONSTANT
+            assert isinstance(node.value, int | float) and abs(node.value) <= ex.MAX_CONSTANT
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
             right = node.right.operand if isinstance(node.right, ast.UnaryOp) else node.right
             if isinstance(right, ast.Constant):
-                assert abs(right.value) <= sr.MAX_EXPONENT
-    value = sr.evaluate(tree, np.linspace(0, 1, 5), np.ones(9))
+                assert abs(right.value) <= ex.MAX_EXPONENT
+    value = ex.evaluate(tree, np.linspace(0, 1, 5), np.ones(9))
     assert value.shape == (5,)
 
 
@@ -170,12 +172,12 @@ def test_fuzz_token_soup_never_escapes_the_whitelist(text):
     _check_accepted(text)
     canonical = None
     try:
-        canonical = sr.canonicalise(text)
-    except sr.ExpressionError:
+        canonical = ex.canonicalise(text)
+    except ex.ExpressionError:
         pass
     if canonical is not None:
         assert not any(bad in canonical for bad in _FORBIDDEN)
-        assert sr.canonicalise(canonical) == canonical  # canonical forms are fixed points
+        assert ex.canonicalise(canonical) == canonical  # canonical forms are fixed points
 
 
 @settings(max_examples=200, deadline=None)
@@ -185,18 +187,18 @@ def test_fuzz_arbitrary_text(text):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(min_value=sr.MAX_EXPONENT + 1, max_value=10**12), st.sampled_from(["**", "^"]))
+@given(st.integers(min_value=ex.MAX_EXPONENT + 1, max_value=10**12), st.sampled_from(["**", "^"]))
 def test_fuzz_huge_exponents_rejected(power, op):
     for text in (f"x{op}{power}", f"p1*(x+1){op}{power}", f"x{op}-{power}"):
-        with pytest.raises(sr.ExpressionError):
-            sr.parse_expression(text)
+        with pytest.raises(ex.ExpressionError):
+            ex.parse_expression(text)
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(min_value=sr.MAX_CHARS + 1, max_value=5000))
+@given(st.integers(min_value=ex.MAX_CHARS + 1, max_value=5000))
 def test_fuzz_oversized_rejected_before_parsing(n):
-    with pytest.raises(sr.ExpressionError, match="longer than"):
-        sr.parse_expression("x" + "+x" * (n // 2))
+    with pytest.raises(ex.ExpressionError, match="longer than"):
+        ex.parse_expression("x" + "+x" * (n // 2))
 
 
 # -- symreg: fitting and the agent ---------------------------------------------------------------

@@ -13,18 +13,20 @@ import pytest
 
 from detailed_balance.cli import main
 from detailed_balance.data import DataError, Transitions
-from detailed_balance.diagnostics import convergence
-from detailed_balance.features import (
-    Standardiser,
+from detailed_balance.diagnostics import (
     compare_free,
-    expression_features,
+    convergence,
     feature_downhill,
     feature_share,
     predict_potentials,
-    read_feature_csv,
-    resolve_features,
     sigma_eps,
     theta_summary,
+)
+from detailed_balance.features import (
+    Standardiser,
+    expression_features,
+    read_feature_csv,
+    resolve_features,
     word_features,
 )
 from detailed_balance.models import EquilibriumModel

@@ -5,24 +5,23 @@ new one; a valid answer is one alphabetic word, summing to 100, in the bundled E
 list (unless ``dictionary=False``), and different from the prompt word. Everything else pools
 into `INVALID` with the reason recorded. States are upper-case words; the seed is BUZZY.
 
-The word list (`data/words.txt`, 63,875 lower-case alphabetic words) is derived from Debian's
-``wamerican`` package (SCOWL size 50; licence in `data/WORDS-LICENSE.txt`). BUZZY, the paper's
-seed, is not in SCOWL and is accepted as a word explicitly.
+The word list and letter values are `detailed_balance.features.words` (the bundled SCOWL-50
+list, 63,875 words, plus BUZZY, the paper's seed, which SCOWL lacks).
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
-from importlib import resources
 
 import numpy as np
+
+from detailed_balance.features.words import letter_sum, word_list
 
 from .spec import INVALID, Agent, Messages, Parsed
 
 SEED_WORD = "BUZZY"
 TARGET_SUM = 100
-EXTRA_WORDS = frozenset({"BUZZY"})
 # The prompt wording is ours; the simulated LLM finds the state with PROMPT_STATE.
 PROMPT = (
     "Letters are worth A=1, B=2, ..., Z=26. The letters of the word {word} add up to 100. "
@@ -31,20 +30,6 @@ PROMPT = (
 )
 PROMPT_STATE = re.compile(r"The letters of the word ([A-Z]+) add up to")
 _STRIP = " \t\r\n.,;:!?\"'`*_()[]{}<>"
-
-
-def letter_sum(word: str) -> int:
-    """Sum of letter values (A=1..Z=26) of an alphabetic word, case-insensitive."""
-    codes = np.frombuffer(word.upper().encode("ascii"), dtype=np.uint8)
-    return int((codes.astype(np.int64) - 64).sum())
-
-
-@lru_cache(maxsize=1)
-def word_list() -> frozenset[str]:
-    """The bundled English word list, upper-case (plus the paper's seed word)."""
-    text = resources.files(__package__).joinpath("data/words.txt").read_text("ascii")
-    words = [w for w in text.split("\n") if w and not w.startswith("#")]
-    return frozenset(w.upper() for w in words) | EXTRA_WORDS
 
 
 @lru_cache(maxsize=1)

@@ -56,12 +56,12 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "summary", None):
         prepare_output(args.summary, "--summary")
     if args.model == "features" and args.method != "least-action":
-        from detailed_balance.features.cli import theta_path
+        from ._features import theta_path
 
         prepare_output(theta_path(args.out), "theta table")
     data = load_data(args)
     if args.method == "least-action" and args.model == "features":
-        from detailed_balance.features.cli import least_action_features
+        from ._features import least_action_features
 
         return least_action_features(args, data)
     if args.method == "least-action":
@@ -82,7 +82,7 @@ def _bayes(args: argparse.Namespace, data) -> int:
     if args.tune < 0:
         raise UserError(f"--tune must be at least 0, got {args.tune}")
     if args.model == "features":
-        from detailed_balance.features.cli import feature_model, write_theta
+        from ._features import feature_model, write_theta
 
         model = feature_model(args)
     else:

@@ -17,6 +17,17 @@ from .bayes import (
     same_data,
 )
 from .convergence import ConvergenceReport, ConvergenceWarning, convergence
+from .features import (
+    NotAFeatureFit,
+    compare_free,
+    feature_downhill,
+    feature_share,
+    feature_summary,
+    has_features,
+    predict_potentials,
+    sigma_eps,
+    theta_summary,
+)
 from .paper import (
     Check,
     action_size,
@@ -56,4 +67,13 @@ __all__ = [
     "loop_log_rates",
     "paper_checks",
     "potential_fit",
+    "NotAFeatureFit",
+    "compare_free",
+    "feature_downhill",
+    "feature_share",
+    "feature_summary",
+    "has_features",
+    "predict_potentials",
+    "sigma_eps",
+    "theta_summary",
 ]

@@ -7,28 +7,16 @@ Public API::
     resolve_features(source, states) # builtin:NAME | CSV path | DataFrame | callable → DataFrame
     read_feature_csv(path)           # `state` + numeric columns, checked
     Standardiser                     # centre/scale over the modelled states; θ back to units
-    theta_summary(fit, ci)           # feature,mean,sd,lower,upper (θ per unit; the theta.csv)
-    feature_share(fit, ci)           # share of V's spread explained by the features (headline)
-    sigma_eps(fit, ci)               # scale of what the features leave unexplained
-    predict_potentials(fit, states)  # V with intervals for states never observed
-    feature_downhill(fit)            # downhill fraction under x·θ, with an interval
-    compare_free(feature_fit, free)  # PSIS-LOO against the free-V equilibrium model
-    feature_summary(fit, ci)         # the JSON-ready headline numbers
     WORD_FEATURES, EXPRESSION_FEATURES, BUILTIN
+    expressions.parse_expression, expressions.canonicalise   # the expression language
+    words.word_list, words.letter_sum                         # the bundled word list
+
+What a fitted feature potential says (θ, share explained, predictions) is in
+`detailed_balance.diagnostics` (`theta_summary`, `feature_share`, ...). This unit imports only
+`detailed_balance.data`: agents and models both build on it.
 """
 
 from .builtin import BUILTIN, EXPRESSION_FEATURES, WORD_FEATURES, expression_features, word_features
-from .posterior import (
-    NotAFeatureFit,
-    compare_free,
-    feature_downhill,
-    feature_share,
-    feature_summary,
-    has_features,
-    predict_potentials,
-    sigma_eps,
-    theta_summary,
-)
 from .table import (
     FeatureSource,
     Standardiser,
@@ -39,15 +27,6 @@ from .table import (
 
 __all__ = [
     "BUILTIN",
-    "NotAFeatureFit",
-    "compare_free",
-    "feature_downhill",
-    "feature_share",
-    "feature_summary",
-    "has_features",
-    "predict_potentials",
-    "sigma_eps",
-    "theta_summary",
     "EXPRESSION_FEATURES",
     "FeatureSource",
     "Standardiser",

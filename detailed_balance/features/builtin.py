@@ -14,16 +14,16 @@ in the word-sum-100 task):
 ``letter_max``            largest letter value
 ``letter_sum``            sum of the letter values (100 for every valid word of the paper's task)
 ``distinct_share``        distinct letters / length (1 = no letter repeats)
-``in_dictionary``         1 if the word is in the bundled English word list (the word agent's
-                          ``data/words.txt``), else 0
+``in_dictionary``         1 if the word is in the bundled English word list
+                          (`features.words.word_list`), else 0
 ``invalid``               1 for the pooled `INVALID` state (and anything that is not alphabetic)
 ========================  =====================================================================
 
 Non-letters are ignored in the letter statistics; a state without letters gets 0 for them.
 
 **expressions** (`expression_features`) — a state is a formula in ``x`` and parameters
-``p1..p9`` (the symbolic-regression agent). It is parsed with the agent's safe whitelist parser
-(`detailed_balance.agents.symreg.parse_expression`: Python's `ast`, never `eval`):
+``p1..p9`` (the symbolic-regression agent). It is parsed with the safe whitelist parser
+(`detailed_balance.features.expressions.parse_expression`: Python's `ast`, never `eval`):
 
 ========================  =====================================================================
 ``length``                characters, spaces removed
@@ -61,6 +61,9 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
+
+from .expressions import ExpressionError, parse_expression
+from .words import word_list
 
 WORD_FEATURES = (
     "length",
@@ -165,9 +168,7 @@ def word_features(states: Iterable, *, invalid_state: str = "INVALID") -> pd.Dat
 
 
 def _dictionary() -> frozenset[str]:
-    from detailed_balance.agents.word100 import word_list  # the word agent's bundled list
-
-    return word_list()
+    return word_list()  # the bundled list (also the word agent's)
 
 
 # -- expressions ---------------------------------------------------------------------------------
@@ -188,8 +189,6 @@ def expression_features(states: Iterable, *, invalid_state: str = "INVALID") -> 
 
 
 def _expression_counts(text: str) -> dict[str, float]:
-    from detailed_balance.agents.symreg import ExpressionError, parse_expression
-
     counts: dict[str, float] = {
         "length": float(len(re.sub(r"\s+", "", text))),
         "brackets_valid": float(_brackets_valid(text)),

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from detailed_balance.features.posterior import feature_summary, theta_summary
+from detailed_balance.diagnostics import feature_summary, theta_summary
 
 from .document import Document
 from .figures import DOWN, MAIN, UP, _figure

@@ -24,10 +24,10 @@ from detailed_balance.diagnostics import (
     bayes_check,
     convergence,
     db_scatter,
+    has_features,
     loop_balance,
     same_data,
 )
-from detailed_balance.features import has_features
 
 from . import figures
 from .document import Document

@@ -19,8 +19,9 @@ import xarray as xr
 
 from detailed_balance.data import DataError
 from detailed_balance.data.names import as_names
+from detailed_balance.features import FeatureSource, resolve_features
 
-from .table import FeatureSource, resolve_features
+from .bayes import bayes_downhill, loo_compare
 
 CI = 0.9
 
@@ -184,8 +185,6 @@ def feature_downhill(fit: Any, threshold: float = 0.05, ci: float = CI) -> dict[
     """The paper's downhill fraction (moves with T > `threshold` that go to lower V) under the
     fitted *feature* potential x·θ alone, per draw: ``{mean, lower, upper, n}`` — the analogue
     of the paper's 69.56% for its hand-built parametric potential."""
-    from detailed_balance.diagnostics import bayes_downhill
-
     tree = _tree(fit)
     post = tree["posterior"].to_dataset()
     swapped = post.drop_vars("V").assign(V=post["V_features"])
@@ -204,8 +203,6 @@ def compare_free(feature_fit: Any, free_fit: Any) -> dict[str, Any]:
     few SE: they cost nothing; clearly < 0: the landscape has structure they miss). All None
     when a fit has a single draw.
     """
-    from detailed_balance.diagnostics import loo_compare
-
     _tree(feature_fit)
     out = loo_compare(free_fit, feature_fit)
     pareto = out.get("high_pareto_k") or {}

@@ -18,8 +18,8 @@ from typing import Any
 
 from detailed_balance.data import Transitions
 from detailed_balance.data.files import write_frame_atomic
-
-from .posterior import feature_share, theta_summary
+from detailed_balance.diagnostics import feature_share, theta_summary
+from detailed_balance.models.features import FeaturePotentialModel, feature_least_action
 
 
 def _source(args: argparse.Namespace) -> str:
@@ -41,8 +41,6 @@ def _source(args: argparse.Namespace) -> str:
 
 def feature_model(args: argparse.Namespace) -> Any:
     """`FeaturePotentialModel` configured from the command line."""
-    from detailed_balance.models.features import FeaturePotentialModel
-
     return FeaturePotentialModel(_source(args), {"reference": getattr(args, "reference", None)})
 
 
@@ -69,8 +67,6 @@ def write_theta(result: Any, args: argparse.Namespace) -> Path:
 
 def least_action_features(args: argparse.Namespace, data: Transitions) -> int:
     """θ by least action (the paper's route): ``feature,theta,theta_std`` to ``--out``."""
-    from detailed_balance.models.features import feature_least_action
-
     result = feature_least_action(data, _source(args), kernel=args.kernel)
     write_frame_atomic(result.table(), args.out, "--out", index=False)
     print(
