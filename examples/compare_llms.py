@@ -16,7 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from detailed_balance.reports import run_compare_demo  # noqa: E402
+from detailed_balance.workflow import run_compare_demo  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -26,7 +26,6 @@ from detailed_balance.diagnostics.bayes import (
     bayes_verdict,
     cycle_violations,
     deviance,
-    format_bayes,
     log_likelihood_tree,
     loo_compare,
     loop_chi2_ppc,
@@ -39,6 +38,7 @@ from detailed_balance.diagnostics.convergence import (
     convergence,
     identified_quantities,
 )
+from detailed_balance.reports import format_bayes
 
 
 # -- helpers: data with a known truth and fits in the contract layout ------------------------
@@ -641,9 +641,9 @@ def test_check_posterior_refuses_a_fit_of_other_data(driven_files, capsys):
 @pytest.mark.slow  # fits models (MAP) through the CLI / sampling
 def test_bayes_check_fits_the_missing_model_for_the_fits_llm():
     """Two LLMs in one data set: the missing model is fitted to the given fit's LLM."""
-    from detailed_balance.diagnostics import bayes_check
     from detailed_balance.models import EquilibriumModel
     from detailed_balance.sampling import fit
+    from detailed_balance.workflow import bayes_check
 
     frames, visit_frames = [], []
     for name, drive, seed in (("cold", 1.5, 41), ("warm", 0.0, 42)):

@@ -334,8 +334,8 @@ def test_a_long_name_is_not_copied_into_fixed_width_arrays():
 
 
 def test_a_long_name_does_not_blow_up_the_report(tmp_path):
-    from detailed_balance.reports.report import build_report
     from detailed_balance.sampling import fit, load_fit
+    from detailed_balance.workflow import build_report
 
     data = long_name_data()
     from detailed_balance.models import EquilibriumModel

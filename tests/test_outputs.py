@@ -168,7 +168,7 @@ def test_two_reports_in_one_folder_keep_their_own_summary(made, tmp_path):
 
 
 def test_report_output_folder_checked_before_the_evidence(made, tmp_path, monkeypatch, capsys):
-    import detailed_balance.reports.report as report
+    import detailed_balance.workflow.report as report
 
     monkeypatch.setattr(report, "compute_evidence", lambda *a, **k: pytest.fail("ran"))
     blocker = tmp_path / "file"

@@ -21,7 +21,7 @@ import pytest
 from reports_support import fake_fit
 
 from detailed_balance.diagnostics import bayes_verdict
-from detailed_balance.reports import build_report
+from detailed_balance.workflow import build_report
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "ci-artifacts"
 PROBE = """<script>

@@ -17,7 +17,6 @@ from detailed_balance.diagnostics import bayes_verdict, db_scatter, loop_balance
 from detailed_balance.reports import (
     Document,
     build_report,
-    compare_llms,
     comparison_document,
     db_scatter_figure,
     discovery_curve,
@@ -31,6 +30,7 @@ from detailed_balance.reports import (
     violations_figure,
 )
 from detailed_balance.reports.compare import visit_entropy
+from detailed_balance.workflow import compare_llms
 
 
 @pytest.fixture(scope="module")

@@ -57,14 +57,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_summary(summary))
         if verdict is not None:
-            print(f"\n{verdict}")
+            from detailed_balance.reports.evidence import format_bayes
+
+            print(f"\n{format_bayes(verdict.evidence)}")
     return 0
 
 
 def _bayes(data, args: argparse.Namespace):
-    """The Bayesian verdict from --posterior file(s) (diagnostics.bayes.bayes_from_files)."""
+    """The Bayesian verdict from --posterior file(s) (workflow.bayes_from_files)."""
     from detailed_balance.cli import UserError
-    from detailed_balance.diagnostics.bayes import FitError, bayes_from_files
+    from detailed_balance.diagnostics import FitError
+    from detailed_balance.workflow import bayes_from_files
 
     try:
         return bayes_from_files(

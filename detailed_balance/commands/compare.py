@@ -105,7 +105,8 @@ def _from_store(path: Path) -> tuple[Transitions, dict[str, pd.DataFrame]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detailed_balance.reports.compare import compare_llms, comparison_document
+    from detailed_balance.reports.compare import comparison_document
+    from detailed_balance.workflow import compare_llms
 
     prepare_report_path(args.out, "compare report")  # before anything is read or fitted
     data, curves = load_panel(args)

@@ -49,10 +49,11 @@ class _Steps:
 
 def run(args: argparse.Namespace) -> int:
     from detailed_balance.agents import RunStore, collect_simulated_demo
-    from detailed_balance.diagnostics import bayes_check, checks_json, format_bayes, paper_checks
+    from detailed_balance.diagnostics import checks_json, paper_checks
     from detailed_balance.models import EquilibriumModel, least_action
-    from detailed_balance.reports import run_compare_demo, write_report
+    from detailed_balance.reports import format_bayes, write_report
     from detailed_balance.sampling import fit
+    from detailed_balance.workflow import bayes_check, run_compare_demo
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

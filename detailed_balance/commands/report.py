@@ -3,7 +3,8 @@
 Writes one self-contained HTML file (figures embedded, no network), its Markdown twin
 (`report.md` + `report_figures/`) and `report.json` (the summary) beside it. The fit's own data is used
 unless --data is given. The other model of the verdict (equilibrium ↔ non-equilibrium) is
-fitted here with --other-method (ADVI by default; `nuts` for the final word).
+fitted with --other-method (MAP + Laplace by default; `nuts` for the final word) by
+`detailed_balance.workflow.write_report`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detailed_balance.reports.report import write_report
+    from detailed_balance.workflow import write_report
 
     path = Path(args.fit)
     if not path.is_file():

@@ -1,15 +1,15 @@
 """Diagnostics: the paper's detailed-balance checks and the Bayesian tests."""
 
-from ._fitdata import FitError
+from ._fitdata import FitError, as_tree
 from .bayes import (
+    CI,
+    FDR_Q,
     Verdict,
-    bayes_check,
     bayes_downhill,
     bayes_fdr,
     bayes_potential_spread,
     bayes_verdict,
     cycle_violations,
-    format_bayes,
     loo_compare,
     loop_chi2_ppc,
     pair_violations,
@@ -41,19 +41,20 @@ from .paper import (
 )
 
 __all__ = [
+    "CI",
+    "FDR_Q",
     "Check",
     "ConvergenceReport",
     "ConvergenceWarning",
     "FitError",
     "Verdict",
-    "bayes_check",
+    "as_tree",
     "bayes_downhill",
     "bayes_fdr",
     "bayes_potential_spread",
     "bayes_verdict",
     "convergence",
     "cycle_violations",
-    "format_bayes",
     "loo_compare",
     "loop_chi2_ppc",
     "pair_violations",

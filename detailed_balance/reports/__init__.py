@@ -1,10 +1,11 @@
-"""Figures, the posterior report and the LLM comparison (HTML + Markdown + JSON).
+"""Figures, the posterior report and the LLM comparison (HTML + Markdown + JSON), laid out
+from the fits and evidence they are given (`detailed_balance.workflow` computes those).
 
 Public API::
 
-    build_report, write_report                    # one fit → report.html / .md / report.json
-    compare_llms, Comparison, comparison_document # several LLMs → compare.html / .md / .json
-    run_compare_demo                              # two simulated LLMs → compare.html (demo)
+    build_report, write_report                    # one fit + its Verdict → report.html / .md / .json
+    evidence_table, format_bayes                  # the evidence rows as a table / as text
+    Comparison, comparison_document, llm_table    # several LLMs → compare.html / .md / .json
     simulate_panel, Panel                         # simulated LLMs with known β and landscapes
     Document                                      # the self-contained HTML / Markdown builder
     db_scatter_figure, loop_balance_figure, potential_distribution_figure,
@@ -13,9 +14,9 @@ Public API::
     landscape_scatter_figure                      # each returns a matplotlib Figure
 """
 
-from .compare import Comparison, compare_llms, comparison_document, discovery_curve
-from .demo import run_compare_demo
+from .compare import Comparison, comparison_document, discovery_curve, llm_table
 from .document import Document
+from .evidence import evidence_table, format_bayes
 from .figures import (
     beta_forest_figure,
     db_scatter_figure,
@@ -39,19 +40,20 @@ __all__ = [
     "Panel",
     "beta_forest_figure",
     "build_report",
-    "compare_llms",
     "comparison_document",
     "db_scatter_figure",
     "discovery_curve",
     "discovery_figure",
+    "evidence_table",
+    "format_bayes",
     "landscape_graph_figure",
     "landscape_scatter_figure",
+    "llm_table",
     "loop_balance_figure",
     "point_tree",
     "potential_distribution_figure",
     "potential_forest_figure",
     "ppc_figure",
-    "run_compare_demo",
     "sampler_health_figure",
     "simulate_panel",
     "violations_figure",

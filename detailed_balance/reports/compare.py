@@ -1,15 +1,14 @@
-"""Comparing LLMs: exploration numbers, the hierarchical fit and per-LLM verdicts, as one object.
+"""Comparing LLMs, laid out: the per-LLM table, the `Comparison` object and its document.
 
-`compare_llms(data)` fits `HierarchicalModel` to all LLMs at once and, per LLM, computes calls,
-distinct valid states and their discovery curve, visit entropy, β_m, the downhill fraction on the
-LLM's own posterior landscape and (optionally) the detailed-balance verdict with τ_A from that
-LLM's own equilibrium / non-equilibrium fits. `Comparison.to_json()` is the `compare --json`
-object; `comparison_document` renders the HTML/Markdown report.
+`llm_table(data, tree, ci)` gathers, per LLM, calls, distinct valid states and their discovery
+curve, visit entropy, β_m and the downhill fraction on the LLM's own posterior landscape from a
+fitted hierarchy (`tree`). `Comparison.to_json()` is the `compare --json` object;
+`comparison_document` renders the HTML/Markdown report. Fitting the hierarchy and each LLM's
+verdict is `detailed_balance.workflow.compare_llms`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,14 +20,14 @@ from scipy.special import gammaln
 from detailed_balance.data import Transitions
 from detailed_balance.data.names import as_names
 from detailed_balance.models.hierarchy import (
-    HierarchicalModel,
     interval,
     landscape_correlations,
     odd_one_out,
-    sample,
     temperature_table,
 )
 
+from .document import Document
+from .figures import beta_forest_figure, discovery_figure, landscape_scatter_figure
 from .text import label
 
 # Names an agent may give its pooled "not a valid state" outcome; never counted as discovered.
@@ -148,44 +147,18 @@ def downhill_draws(data: Transitions, tree: xr.DataTree, llm: str, threshold: fl
     return down.sum(axis=1) / np.maximum(known.sum(axis=1), 1)
 
 
-# -- the whole comparison --------------------------------------------------------------------
-def compare_llms(
+# -- the per-LLM table -------------------------------------------------------------------------
+def llm_table(
     data: Transitions,
-    *,
-    method: str = "nuts",
-    draws: int = 1000,
-    tune: int = 1000,
-    chains: int = 4,
-    seed: int = 1,
-    ci: float = 0.9,
-    model_config: dict[str, Any] | None = None,
-    verdict_method: str | None = "auto",
-    progressbar: bool = False,
+    tree: xr.DataTree,
+    ci: float,
     discovery: dict[str, pd.DataFrame] | None = None,
-    log: Callable[[str], None] = lambda _: None,
-) -> Comparison:
-    """Fit the hierarchy over all LLMs and gather the per-LLM table.
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The per-LLM table of a fitted hierarchy `tree` and each LLM's discovery curve.
 
-    verdict_method: how each LLM's own equilibrium / non-equilibrium pair is fitted for its
-    detailed-balance verdict (`diagnostics.bayes_check`; "auto" (MAP + Laplace, calibrated) by default,
-    "nuts" for the final word; ADVI underestimates τ_A), or None to skip verdicts. discovery: real discovery curves (``calls, distinct`` per
-    LLM, e.g. from the run store); default: rarefaction curves from the counts.
+    discovery: real discovery curves (``calls, distinct`` per LLM, e.g. from the run store);
+    default: rarefaction curves from the counts.
     """
-    data, dropped = usable_llms(data)
-    for name, why in dropped.items():
-        log(f"leaving out LLM {label(name)}: {why}")
-    model = HierarchicalModel(model_config)
-    log(f"fitting the hierarchical model to {len(data.llms)} LLMs ({method}) ...")
-    tree = sample(
-        model,
-        data,
-        method=method,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=seed,
-        progressbar=progressbar,
-    )
     table = temperature_table(tree, ci)
     rows, curves = [], {}
     for name in data.llms:  # a loop over LLMs (a handful)
@@ -208,56 +181,7 @@ def compare_llms(
                 "downhill_upper": float(hi),
             }
         )
-    table = pd.DataFrame(rows).set_index("llm").join(table)
-    verdicts = {}
-    if verdict_method is not None:
-        for name in data.llms:
-            log(f"detailed-balance verdict for {name} ({verdict_method}) ...")
-            verdicts[name] = llm_verdict(data.select(name), verdict_method, seed, ci)
-    return Comparison(table, curves, tree, data, ci, verdicts, dropped)
-
-
-def usable_llms(data: Transitions) -> tuple[Transitions, dict[str, str]]:
-    """The data of the LLMs that have a modelled pair, and why each other LLM was left out.
-
-    An LLM whose answers were all invalid (every move into the pooled INVALID state) or only
-    self-steps has no potential difference to estimate; it is reported, not fitted. Raises
-    `DataError` when fewer than two LLMs remain.
-    """
-    from detailed_balance.data import DataError
-    from detailed_balance.models import pair_data
-
-    dropped = {}
-    for name in data.llms:
-        try:
-            pair_data(data, name)
-        except DataError as exc:
-            reason = str(exc)
-            if data.origin and reason.startswith(f"{data.origin}: "):
-                reason = reason[len(data.origin) + 2 :]
-            dropped[name] = reason.removeprefix("not enough data for a potential: ")
-    kept = [name for name in data.llms if name not in dropped]
-    if len(kept) < 2:
-        why = "; ".join(f"{label(k)}: {v}" for k, v in dropped.items())
-        raise DataError(
-            f"compare needs at least two LLMs with a pair of states seen (with known visits at "
-            f"both ends); {len(kept)} of {len(data.llms)} have one ({why})."
-        )
-    if not dropped:
-        return data, dropped
-    counts = data.counts[data.counts["llm"].isin(kept)].reset_index(drop=True)
-    visits = data.visits[data.visits["llm"].isin(kept)].reset_index(drop=True)
-    return Transitions(counts, visits, data.scores, data.origin, data.convention), dropped
-
-
-def llm_verdict(data: Transitions, method: str, seed: int, ci: float) -> dict[str, Any]:
-    """One LLM's `bayes` evidence (verdict, τ_A, ...) from its own eq/non-eq fits."""
-    from detailed_balance.diagnostics import bayes_check
-
-    try:
-        return bayes_check(data, method=method, seed=seed, ci=ci, draws=500, tune=500, chains=2)
-    except ImportError as exc:  # the single-LLM models are not installed in this checkout
-        return {"verdict": "not tested", "tau_A": None, "reasons": [f"no model: {exc}"]}
+    return pd.DataFrame(rows).set_index("llm").join(table), curves
 
 
 # -- the document --------------------------------------------------------------------------------
@@ -308,9 +232,6 @@ def comparison_reading(summary: dict[str, Any]) -> str:
 
 def comparison_document(comparison: Comparison) -> tuple[Any, dict[str, Any]]:
     """The HTML/Markdown document of a comparison and its JSON summary."""
-    from . import figures
-    from .document import Document
-
     summary = comparison.to_json()
     ci = comparison.ci
     data = comparison.data
@@ -347,13 +268,13 @@ def comparison_document(comparison: Comparison) -> tuple[Any, dict[str, Any]]:
         for k, v in summary["landscape_correlation"].items()
     ]
     doc.table(pd.DataFrame(corr), "Pearson r of the posterior landscapes μ + δ over shared states")
-    doc.figure(figures.landscape_scatter_figure(comparison.tree), "Landscapes of LLM pairs")
+    doc.figure(landscape_scatter_figure(comparison.tree), "Landscapes of LLM pairs")
     doc.figure(
-        figures.beta_forest_figure(temperature_table(comparison.tree, ci), ci),
+        beta_forest_figure(temperature_table(comparison.tree, ci), ci),
         "Inverse temperatures β relative to the reference",
     )
     doc.heading("Exploration")
-    doc.figure(figures.discovery_figure(comparison.discovery), "Discovery curves (rarefaction)")
+    doc.figure(discovery_figure(comparison.discovery), "Discovery curves (rarefaction)")
     doc.text(
         "Discovery curves are the expected number of distinct valid states after k calls taken "
         "in random order (rarefaction of the counts); visit entropy is the entropy (nats) of "

@@ -1,10 +1,10 @@
 """The posterior report of one fit: verdict, evidence, figures, tables, provenance, a reading.
 
-`build_report(fit, data, evidence)` returns the `Document` and the summary object (`report.json`);
-`write_report` writes `report.html` (self-contained), `report.md` (+ figures) and
-`report.json`. The evidence is the `bayes` object of `diagnostics.bayes_check` (a `Verdict`),
-computed here when not given: the other model (equilibrium ↔ non-equilibrium) is fitted to the
-same data with `other_method` (ADVI by default) so the verdict has both sides.
+`build_report(fit, data, evidence=verdict)` returns the `Document` and the summary object
+(`report.json`); `write_report` writes `report.html` (self-contained), `report.md` (+ figures)
+and `report.json`. Only layout: the evidence is a `diagnostics.Verdict` it is given (the
+workflow's `detailed_balance.workflow.build_report` fits the other model first when there is
+none).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from detailed_balance.data import Transitions
 from detailed_balance.diagnostics import (
     FitError,
     Verdict,
-    bayes_check,
     convergence,
     db_scatter,
     has_features,
@@ -29,20 +28,22 @@ from detailed_balance.diagnostics import (
     same_data,
 )
 
-from . import figures
 from .document import Document
+from .evidence import evidence_table
 from .features import feature_section
-from .figures import as_tree, potential_draws
+from .figures import (
+    as_tree,
+    db_scatter_figure,
+    landscape_graph_figure,
+    loop_balance_figure,
+    potential_distribution_figure,
+    potential_draws,
+    potential_forest_figure,
+    ppc_figure,
+    sampler_health_figure,
+    violations_figure,
+)
 from .text import label
-
-
-def _interval_text(value: dict | None, spec: str = ".2f") -> str:
-    if not value or value.get("mean") is None:
-        return "–"
-    return (
-        f"{format(value['mean'], spec)} [{format(value['lower'], spec)}, "
-        f"{format(value['upper'], spec)}]"
-    )
 
 
 def reading(evidence: dict[str, Any], ci: float) -> str:
@@ -89,33 +90,6 @@ def reading(evidence: dict[str, Any], ci: float) -> str:
     return " ".join(parts)
 
 
-def evidence_table(evidence: dict[str, Any]) -> pd.DataFrame:
-    rows = [
-        ("verdict", str(evidence.get("verdict", "–")).upper()),
-        ("τ_A (non-equilibrium scale)", _interval_text(evidence.get("tau_A"), ".3g")),
-        (
-            "ELPD non-eq − eq (± SE)",
-            "–"
-            if evidence.get("elpd_diff") is None
-            else f"{evidence['elpd_diff']:.2f} ± {evidence['elpd_se']:.2f}",
-        ),
-        ("pair-count PPC p (equilibrium)", _p(evidence.get("ppc_p"))),
-        (
-            "loop χ²/ndf and its PPC p",
-            f"{_p(evidence.get('loop_chi2_ndf'))}, p = {_p(evidence.get('loop_ppc_p'))}",
-        ),
-        ("flagged 3-cycles", f"{evidence.get('flagged_cycles')} of {evidence.get('n_cycles')}"),
-        ("flagged pairs", f"{evidence.get('flagged_pairs')} of {evidence.get('n_pairs')}"),
-        ("downhill fraction (T > 0.05)", _interval_text(evidence.get("downhill_fraction"))),
-        ("spread σ of V", _interval_text(evidence.get("potential_spread"))),
-    ]
-    return pd.DataFrame(rows, columns=["quantity", "value"])
-
-
-def _p(value: Any) -> str:
-    return "–" if value is None else f"{value:.3g}"
-
-
 def state_table(result: Any, data: Transitions, ci: float = 0.9) -> pd.DataFrame:
     """Per state: visits, V mean, sd and `ci` interval, sorted by V (lowest first)."""
     draws = potential_draws(result, max_draws=2000)
@@ -134,25 +108,9 @@ def state_table(result: Any, data: Transitions, ci: float = 0.9) -> pd.DataFrame
     return table.sort_values("mean", kind="stable").reset_index(drop=True)
 
 
-def compute_evidence(
-    result: Any, data: Transitions, *, other_method: str = "auto", seed: int = 0, ci: float = 0.9
-) -> Verdict:
-    """`bayes_check` with this fit in its slot and the other model fitted here."""
-    return bayes_check(data, result, method=other_method, seed=seed, ci=ci, return_verdict=True)
-
-
-def build_report(
-    result: Any,
-    data: Transitions | None = None,
-    *,
-    evidence: Verdict | None = None,
-    other_method: str = "auto",
-    seed: int = 0,
-    ci: float = 0.9,
-    source: str = "",
-) -> tuple[Document, dict[str, Any]]:
-    """The report document and its JSON summary for one fit (equilibrium or non-equilibrium)."""
-    tree = as_tree(result)
+def report_data(result: Any, data: Transitions | None, source: str = "") -> Transitions:
+    """The data a report of `result` is about: `data` when given (refused when the fit was made
+    on other data), else the fit's own."""
     if data is not None and not same_data(data, result):
         raise FitError(
             f"{source or 'the fit'} was made on other data than those given (their counts or "
@@ -163,8 +121,22 @@ def build_report(
     data = data if data is not None else getattr(result, "data", None)
     if data is None:
         raise ValueError("the fit carries no data; pass the transitions (`--data DATA`).")
-    if evidence is None:
-        evidence = compute_evidence(result, data, other_method=other_method, seed=seed, ci=ci)
+    return data
+
+
+def build_report(
+    result: Any,
+    data: Transitions | None = None,
+    *,
+    evidence: Verdict,
+    seed: int = 0,
+    ci: float = 0.9,
+    source: str = "",
+) -> tuple[Document, dict[str, Any]]:
+    """The report document and its JSON summary for one fit (equilibrium or non-equilibrium)
+    and its `evidence` (a `Verdict` with this fit on its side)."""
+    tree = as_tree(result)
+    data = report_data(result, data, source)
     ev = evidence.evidence
     attrs = {k: _plain(v) for k, v in tree.attrs.items()}
     doc = Document(
@@ -182,16 +154,16 @@ def build_report(
     for reason in ev.get("reasons", []):
         doc.text(f"• {reason}")
     doc.heading("Detailed balance")
-    doc.figure(figures.db_scatter_figure(data, result, ci=ci), "Detailed-balance scatter")
-    doc.figure(figures.loop_balance_figure(data, cycles=evidence.cycles), "3-cycle loop balance")
+    doc.figure(db_scatter_figure(data, result, ci=ci), "Detailed-balance scatter")
+    doc.figure(loop_balance_figure(data, cycles=evidence.cycles), "3-cycle loop balance")
     doc.figure(
-        figures.violations_figure(evidence.pairs, evidence.cycles),
+        violations_figure(evidence.pairs, evidence.cycles),
         "Pairs and 3-cycles by the credible violation tests",
     )
     doc.heading("Landscape")
-    doc.figure(figures.potential_distribution_figure(data, result, ci=ci), "Potential distribution")
-    doc.figure(figures.landscape_graph_figure(data, result), "Landscape graph")
-    doc.figure(figures.potential_forest_figure(result, ci=ci), "Lowest and highest potentials")
+    doc.figure(potential_distribution_figure(data, result, ci=ci), "Potential distribution")
+    doc.figure(landscape_graph_figure(data, result), "Landscape graph")
+    doc.figure(potential_forest_figure(result, ci=ci), "Lowest and highest potentials")
     states = state_table(result, data, ci)
     shown = pd.concat([states.head(10), states.tail(10)]).drop_duplicates("state")
     doc.table(
@@ -205,8 +177,8 @@ def build_report(
     doc.heading("Model checking")
     conv = convergence(result)
     doc.table(_convergence_table(conv.to_dict()), "Convergence (identified quantities)")
-    doc.figure(figures.sampler_health_figure(result), "Sampler health")
-    doc.figure(figures.ppc_figure(result, seed=seed, ci=ci), "Posterior predictive check")
+    doc.figure(sampler_health_figure(result), "Sampler health")
+    doc.figure(ppc_figure(result, seed=seed, ci=ci), "Posterior predictive check")
     doc.heading("Data and settings")
     provenance = {**attrs, "data_states": data.n_states, "data_llms": ", ".join(data.llms)}
     doc.table(_provenance_table(provenance, data))

@@ -1,12 +1,14 @@
-"""The comparison demo: two simulated LLMs → `compare` → the HTML report (for `make demo`)."""
+"""The comparison demo: two simulated LLMs → `compare_llms` → the HTML report (`make demo`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from .compare import compare_llms, comparison_document
-from .panel import simulate_panel
+from detailed_balance.reports.compare import comparison_document
+from detailed_balance.reports.panel import simulate_panel
+
+from .compare import compare_llms
 
 DEMO_BETAS = {"llm-warm": 1.0, "llm-cold": 2.0}
 

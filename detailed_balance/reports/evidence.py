@@ -1,0 +1,68 @@
+"""The evidence table of a detailed-balance verdict: one list of rows, shown two ways.
+
+`evidence_rows(evidence)` are the (quantity, value) rows of the ``bayes`` object (the
+`evidence` of a `diagnostics.Verdict`); `evidence_table` is them as a DataFrame (the report's
+"Evidence" table) and `format_bayes` as text (what ``check --posterior`` and the demo print).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from detailed_balance.diagnostics import CI, FDR_Q
+
+
+def _interval_text(value: dict | None) -> str:
+    if not value or value.get("mean") is None:
+        return "–"
+    return f"{value['mean']:.3g} [{value['lower']:.3g}, {value['upper']:.3g}]"
+
+
+def _num(value: Any, fmt: str = ".3g") -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def evidence_rows(evidence: dict[str, Any]) -> list[tuple[str, str]]:
+    """The rows of the evidence table: verdict, τ_A, ELPD, PPCs, flags, downhill, spread."""
+    ci = int(round(100 * evidence.get("ci", CI)))
+    fdr = evidence.get("fdr", FDR_Q)
+    return [
+        ("verdict", str(evidence.get("verdict", "–")).upper()),
+        (f"τ_A (mean [{ci}% interval])", _interval_text(evidence.get("tau_A"))),
+        (
+            "ELPD non-eq − eq (± SE)",
+            f"{_num(evidence.get('elpd_diff'), '.2f')} ± {_num(evidence.get('elpd_se'), '.2f')}",
+        ),
+        ("pair-count PPC p (deviance, eq)", _num(evidence.get("ppc_p"), ".3f")),
+        (
+            "loop χ²/ndf, PPC p (eq)",
+            f"{_num(evidence.get('loop_chi2_ndf'))}, p = {_num(evidence.get('loop_ppc_p'), '.3f')}",
+        ),
+        (
+            f"flagged 3-cycles (FDR {fdr})",
+            f"{evidence.get('flagged_cycles')} of {evidence.get('n_cycles', '?')}",
+        ),
+        (
+            f"flagged pairs (FDR {fdr})",
+            f"{evidence.get('flagged_pairs')} of {evidence.get('n_pairs', '?')}",
+        ),
+        ("downhill fraction (T > 0.05)", _interval_text(evidence.get("downhill_fraction"))),
+        ("spread σ of V (bounded, ≥2 visits)", _interval_text(evidence.get("potential_spread"))),
+    ]
+
+
+def evidence_table(evidence: dict[str, Any]) -> pd.DataFrame:
+    """`evidence_rows` as a ``quantity, value`` table (the report's "Evidence" section)."""
+    return pd.DataFrame(evidence_rows(evidence), columns=["quantity", "value"])
+
+
+def format_bayes(evidence: dict[str, Any]) -> str:
+    """`evidence_rows` as text, then the reasons (what ``check --posterior`` prints)."""
+    rows = evidence_rows(evidence)
+    width = max(len(k) for k, _ in rows)
+    lines = ["Bayesian detailed-balance tests"]
+    lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    lines += [f"  - {r}" for r in evidence.get("reasons", [])]
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""Workflow: the only place that runs several steps (fit, then test, then lay out).
+
+Below it the layers are pure: `diagnostics` are functions of the fits they are given,
+`reports` lay out the numbers and figures they are given. `commands` parse arguments and make
+one call here (or into a library layer).
+
+Public API::
+
+    bayes_check, bayes_from_files     # the verdict, fitting the model it lacks (check --posterior)
+    compute_evidence, build_report, write_report   # the report of one fit (report)
+    compare_llms, llm_verdict         # the hierarchy over several LLMs + their verdicts (compare)
+    run_compare_demo                  # two simulated LLMs → compare.html (demo)
+"""
+
+from .compare import compare_llms, llm_verdict, usable_llms
+from .demo import DEMO_BETAS, run_compare_demo
+from .report import build_report, compute_evidence, write_report
+from .verdict import QUICK_METHODS, bayes_check, bayes_from_files
+
+__all__ = [
+    "DEMO_BETAS",
+    "QUICK_METHODS",
+    "bayes_check",
+    "bayes_from_files",
+    "build_report",
+    "compare_llms",
+    "compute_evidence",
+    "llm_verdict",
+    "run_compare_demo",
+    "usable_llms",
+    "write_report",
+]
