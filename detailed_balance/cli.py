@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from detailed_balance.commands import UserError
+
 # Subcommand name → (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "simulate → fit → check end to end on the embedded default and report"),
@@ -23,10 +25,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "write the HTML/Markdown report of a fit"),
     "compare": ("compare", "compare several LLMs in one hierarchical model"),
 }
-
-
-class UserError(Exception):
-    """An error whose message is the whole story for the user (no traceback needed)."""
 
 
 def _available() -> dict[str, object]:
@@ -82,9 +80,6 @@ def _is_user_error(exc: Exception) -> bool:
 
 
 if __name__ == "__main__":
-    # `python -m detailed_balance.cli` runs this file as `__main__`: call the imported module's
-    # main so that its UserError is the class the commands raise (else every clear message
-    # would be reported as "unexpected UserError").
-    from detailed_balance.cli import main as _main
-
-    sys.exit(_main())
+    # `python -m detailed_balance.cli`: UserError lives in `commands`, so it is the same class
+    # here as in the subcommands that raise it.
+    sys.exit(main())

@@ -1,4 +1,5 @@
-"""Options and helpers shared by the data-reading subcommands."""
+"""Options and helpers shared by the subcommands, and `UserError` (a message the CLI shows as
+is, exit 2)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ from pathlib import Path
 
 from detailed_balance.data import DataError, Transitions, read_transitions
 from detailed_balance.data.files import OutputError, prepare_output
+
+
+class UserError(Exception):
+    """An error whose message is the whole story for the user (no traceback needed): the CLI
+    prints it without a traceback and exits with 2."""
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, nargs: str | None = None) -> None:

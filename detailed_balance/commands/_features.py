@@ -23,7 +23,7 @@ from detailed_balance.models.features import FeaturePotentialModel, feature_leas
 
 
 def _source(args: argparse.Namespace) -> str:
-    from detailed_balance.cli import UserError
+    from ._common import UserError
 
     source = getattr(args, "features", None)
     if not source:

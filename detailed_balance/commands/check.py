@@ -65,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _bayes(data, args: argparse.Namespace):
     """The Bayesian verdict from --posterior file(s) (workflow.bayes_from_files)."""
-    from detailed_balance.cli import UserError
     from detailed_balance.diagnostics import FitError
     from detailed_balance.workflow import bayes_from_files
+
+    from ._common import UserError
 
     try:
         return bayes_from_files(

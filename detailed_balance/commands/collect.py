@@ -87,7 +87,8 @@ def _simulator(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from detailed_balance.agents import AuthenticationFailed, collect, load_agent
-    from detailed_balance.cli import UserError
+
+    from ._common import UserError
 
     options = {}
     if args.agent == "word100":

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from detailed_balance.cli import UserError
 from detailed_balance.data import Transitions, read_transitions
 
-from ._common import prepare_report_path, sibling_visits
+from ._common import UserError, prepare_report_path, sibling_visits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

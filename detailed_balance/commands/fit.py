@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detailed_balance.cli import UserError
 from detailed_balance.data.files import prepare_output, write_frame_atomic
 
-from ._common import add_data_arguments, load_data
+from ._common import UserError, add_data_arguments, load_data
 
 BAYES_METHODS = ("nuts", "advi", "map")
 

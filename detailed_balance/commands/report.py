@@ -13,9 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from detailed_balance.cli import UserError
-
-from ._common import add_visits_arguments, load_data, prepare_report_path
+from ._common import UserError, add_visits_arguments, load_data, prepare_report_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

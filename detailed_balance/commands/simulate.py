@@ -53,9 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detailed_balance.cli import UserError
     from detailed_balance.data.files import prepare_dir, write_frame_atomic
     from detailed_balance.simulation import simulate
+
+    from ._common import UserError
 
     if args.states < 2:
         raise UserError(f"--states {args.states}: a landscape needs at least 2 states.")
