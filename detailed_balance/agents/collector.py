@@ -25,10 +25,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from . import client
-from .client import AuthenticationFailed, RateLimiter, RetryPolicy
+from .builtin import load_agent
+from .client import (
+    REDACTED,
+    AuthenticationFailed,
+    CallOutcome,
+    RateLimiter,
+    RetryPolicy,
+    complete,
+    redact_known,
+    redact_options,
+    secret_values,
+)
+from .client import run as run_coroutine
 from .simulated import PROVIDER, SimulatedLLM, active_simulator, register_price
-from .spec import Agent, SourcePicker, load_agent
+from .spec import Agent, SourcePicker
 from .store import RunStore
 
 
@@ -183,7 +194,7 @@ async def collect_async(
 def collect(agent: Agent | str, model: str, calls: int, **kwargs) -> CollectResult:
     """Synchronous `collect_async` (runs its own event loop, see `client.run`: simulated calls
     skip litellm's worker-thread hop there)."""
-    return client.run(collect_async(agent, model, calls, **kwargs))
+    return run_coroutine(collect_async(agent, model, calls, **kwargs))
 
 
 async def _collect(
@@ -213,7 +224,7 @@ async def _collect(
     pending = deque(store.pending_calls(run_id, total).tolist())
     done_before = total - len(pending)
     spent = store.previous_attempts(run_id)
-    secrets = client.secret_values((api_key,) if api_key else ())
+    secrets = secret_values((api_key,) if api_key else ())
     picker = SourcePicker(
         agent, store.found_states(run_id), store.last_targets(run_id, opts.concurrency)
     )
@@ -234,12 +245,12 @@ async def _collect(
                 break
             call_id = pending.popleft()
             source = picker.pick(walker, random.Random(opts.seed * 1_000_003 + call_id))
-            outcome = await client.complete(
+            outcome = await complete(
                 model, agent.build_messages(source), call=call_id, policy=policy, rng=jitter,
                 timeout=opts.timeout, api_base=opts.api_base, api_key=api_key, limiter=limiter,
                 extra=extra, first_attempt=spent.get(call_id, 0),
             )  # fmt: skip
-            outcome.text = client.redact_known(outcome.text, secrets)
+            outcome.text = redact_known(outcome.text, secrets)
             _record(store, run_id, call_id, llm, agent, source, outcome, picker, walker, stats)
             if stats.errors_in_row >= opts.max_errors_in_row:
                 state["stop"] = "too many errors"
@@ -308,16 +319,16 @@ def _redact_config(options: object, extra: tuple[str, ...]) -> object:
             if value is None or isinstance(value, bool | int | float):
                 kept[key] = value
             elif isinstance(value, dict) and "header" in str(key).lower():
-                kept[key] = client.REDACTED
+                kept[key] = REDACTED
             elif isinstance(value, dict | list | tuple):
-                secret = client.redact_options({key: ""})[key] == client.REDACTED
-                kept[key] = client.REDACTED if secret else _redact_config(value, extra)
+                secret = redact_options({key: ""})[key] == REDACTED
+                kept[key] = REDACTED if secret else _redact_config(value, extra)
             else:
-                kept[key] = client.redact_options({key: value}, extra)[key]
+                kept[key] = redact_options({key: value}, extra)[key]
         return kept
     if isinstance(options, list | tuple):
         return [_redact_config(v, extra) for v in options]
-    return client.redact_options(options, extra)
+    return redact_options(options, extra)
 
 
 def _record(
@@ -327,7 +338,7 @@ def _record(
     llm: str,
     agent: Agent,
     source: str,
-    outcome: client.CallOutcome,
+    outcome: CallOutcome,
     picker: SourcePicker,
     walker: int,
     stats: _Stats,

@@ -176,10 +176,10 @@ class SimulatedLLM:
 
         `potential` maps words to V; otherwise V ~ Normal(0, spread²) drawn from `seed`.
         """
-        from . import word100
+        from .word100 import PROMPT_STATE, words_summing_to_100
 
         rng = np.random.default_rng([seed, 100])
-        pool = np.array(word100.words_summing_to_100())
+        pool = np.array(words_summing_to_100())
         fixed = ["BUZZY", "ATTITUDE", "TURKEY", "PERSONAL", "PROBLEMS", "DISCIPLINE"]
         if potential is not None:
             vocabulary = list(potential)
@@ -190,7 +190,7 @@ class SimulatedLLM:
         return cls(
             vocabulary,
             values,
-            word100.PROMPT_STATE,
+            PROMPT_STATE,
             name="word100",
             garbage=WORD100_GARBAGE,
             seed=seed,
@@ -209,22 +209,22 @@ class SimulatedLLM:
     ) -> SimulatedLLM:
         """A fixed set of 30 expressions. ``potential="score"`` uses V = log10 MSE on the data
         (the LLM then descends the fit error); otherwise V ~ Normal(0, spread²) or a mapping."""
-        from . import symreg
+        from .symreg import PROMPT_STATE, canonicalise, fit_expression, load_data
 
         rng = np.random.default_rng([seed, 200])
         vocabulary = list(SYMREG_VOCABULARY)
         if potential == "score":
-            x, y = symreg.load_data(data)
-            values = np.array([symreg.fit_expression(e, x, y).score for e in vocabulary])
+            x, y = load_data(data)
+            values = np.array([fit_expression(e, x, y).score for e in vocabulary])
         else:
             if isinstance(potential, Mapping):
-                vocabulary = [symreg.canonicalise(e) for e in potential]
+                vocabulary = [canonicalise(e) for e in potential]
                 potential = dict(zip(vocabulary, potential.values(), strict=True))
             values = _potential(vocabulary, potential, spread, rng)
         return cls(
             vocabulary,
             values,
-            symreg.PROMPT_STATE,
+            PROMPT_STATE,
             name="symreg",
             garbage=SYMREG_GARBAGE,
             seed=seed,

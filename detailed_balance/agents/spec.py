@@ -12,10 +12,7 @@ state, `INVALID` by default, and keep their reason.
 
 from __future__ import annotations
 
-import importlib
-import os
 import random
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -95,52 +92,3 @@ class SourcePicker:
             self.chains[walker] = parsed.target
         else:
             self.chains.pop(walker, None)
-
-
-def _import_from_cwd(module_name: str):
-    """Import a module, also looking in the working directory (console scripts do not put it
-    on sys.path, unlike ``python -m``), as ``uvicorn module:app`` does."""
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError:
-        cwd = os.getcwd()
-        if cwd in sys.path:
-            raise
-        sys.path.insert(0, cwd)
-        return importlib.import_module(module_name)
-
-
-def load_agent(spec: str | Agent, **options) -> Agent:
-    """An agent from a name (``word100``, ``symreg``) or ``module:object``.
-
-    ``module:object`` names an `Agent` or a callable returning one (called with `options`).
-    """
-    if isinstance(spec, Agent):
-        return spec
-    from . import symreg, word100
-
-    builtins = {"word100": word100.word100_agent, "symreg": symreg.symreg_agent}
-    if spec in builtins:
-        return builtins[spec](**options)
-    if ":" not in spec:
-        raise ValueError(
-            f"unknown agent {spec!r}; use word100, symreg or module:object (an Agent or a "
-            f"function returning one, e.g. examples.custom_agent:city_agent)."
-        )
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = _import_from_cwd(module_name)
-    except ModuleNotFoundError as exc:
-        raise ValueError(
-            f"agent {spec!r}: cannot import module {module_name!r} ({exc}); run from the "
-            f"directory that contains it or install it."
-        ) from None
-    obj = getattr(module, attr, None)
-    if obj is None:
-        raise ValueError(f"agent {spec!r}: module {module_name!r} has no attribute {attr!r}.")
-    agent = obj if isinstance(obj, Agent) else obj(**options) if callable(obj) else None
-    if not isinstance(agent, Agent):
-        raise ValueError(
-            f"agent {spec!r} is not a detailed_balance.agents.Agent nor a function returning one."
-        )
-    return agent
