@@ -138,6 +138,24 @@ def loop_balance(data: Transitions, *, llm: str | None = None, min_count: int = 
     return Check("loops", points, summary)
 
 
+def downhill_tally(drop: np.ndarray, tolerance: float = 0.0) -> dict[str, np.ndarray]:
+    """Count moves by the sign of their potential change ΔV = V_target − V_source.
+
+    `drop` is (..., moves): one row per posterior draw, or a single row of point estimates;
+    NaN marks a move whose ΔV is unknown (left out). Returns counts along the last axis:
+    ``{"down": ΔV < −tol, "up": ΔV > tol, "flat", "known", "fraction_down": down / known
+    (NaN where nothing is known)}``. The one definition of "downhill" every check uses.
+    """
+    drop = np.asarray(drop, dtype=float)
+    known = ~np.isnan(drop)
+    down = (known & (drop < -tolerance)).sum(axis=-1)
+    up = (known & (drop > tolerance)).sum(axis=-1)
+    n = known.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(n > 0, down / np.maximum(n, 1), np.nan)
+    return {"down": down, "up": up, "flat": n - down - up, "known": n, "fraction_down": fraction}
+
+
 def downhill_fraction(
     data: Transitions,
     potentials: Any,
@@ -160,18 +178,15 @@ def downhill_fraction(
     if hasattr(potentials, "bounded"):
         scc = data.strong_components(llm)
         drop = np.where(scc[i] != scc[j], -np.inf, drop)
-    known = ~np.isnan(drop)
-    down = known & (drop < -tolerance)
-    up = known & (drop > tolerance)
-    flat = known & ~down & ~up
-    points = moves.assign(delta_v=drop)[known].reset_index(drop=True)
-    n = int(known.sum())
+    tally = downhill_tally(drop, tolerance)
+    points = moves.assign(delta_v=drop)[~np.isnan(drop)].reset_index(drop=True)
+    n = int(tally["known"])
     summary = {
         "n": n,
-        "down": int(down.sum()),
-        "up": int(up.sum()),
-        "flat": int(flat.sum()),
-        "fraction_down": float(down.sum() / n) if n else None,
+        "down": int(tally["down"]),
+        "up": int(tally["up"]),
+        "flat": int(tally["flat"]),
+        "fraction_down": float(tally["fraction_down"]) if n else None,
     }
     return Check("downhill", points, summary)
 
