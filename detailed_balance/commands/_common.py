@@ -1,14 +1,19 @@
 """Options and helpers shared by the subcommands, and `UserError` (a message the CLI shows as
-is, exit 2)."""
+is, exit 2).
+
+Light to import: `detailed-balance --help` builds every subcommand's parser, so this module
+and the subcommands import the data layer (pandas) and anything heavier only when they run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from detailed_balance.data import DataError, Transitions, read_transitions
-from detailed_balance.data.files import OutputError, prepare_output
+if TYPE_CHECKING:
+    from detailed_balance.data import Transitions
 
 
 class UserError(Exception):
@@ -59,6 +64,8 @@ def load_data(
     `visits.csv` written beside `transitions.csv` (by `simulate` or `export`) is picked up;
     otherwise the "outgoing" convention applies.
     """
+    from detailed_balance.data import DataError, read_transitions
+
     data_path = Path(path or args.data)
     visits = args.visits
     if visits is None and data_path.suffix.lower() != ".json":
@@ -85,6 +92,8 @@ def prepare_report_path(out: str | Path, what: str = "report") -> Path:
     The Markdown twin (`X.md`, `X_figures/`) and the summary (`X.json`) are written beside it,
     so `-o` must not itself be one of those.
     """
+    from detailed_balance.data.files import OutputError
+
     path = Path(out)
     if path.suffix.lower() in (".md", ".json"):
         raise OutputError(
@@ -92,3 +101,17 @@ def prepare_report_path(out: str | Path, what: str = "report") -> Path:
             f"and the summary JSON are written beside it."
         )
     return prepare_output(path, what)
+
+
+def prepare_output(path: str | Path, what: str = "output") -> Path:
+    """`detailed_balance.data.files.prepare_output`, imported when called."""
+    from detailed_balance.data.files import prepare_output as prepare
+
+    return prepare(path, what)
+
+
+def write_frame_atomic(frame: Any, path: str | Path, what: str = "output", **options: Any) -> Path:
+    """`detailed_balance.data.files.write_frame_atomic`, imported when called."""
+    from detailed_balance.data.files import write_frame_atomic as write
+
+    return write(frame, path, what, **options)

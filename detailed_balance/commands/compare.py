@@ -14,12 +14,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-import pandas as pd
-
-from detailed_balance.data import Transitions, read_transitions
+from typing import TYPE_CHECKING
 
 from ._common import UserError, prepare_report_path, sibling_visits
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from detailed_balance.data import Transitions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_panel(args: argparse.Namespace) -> tuple[Transitions, dict[str, pd.DataFrame] | None]:
     """All LLMs' transitions in one `Transitions` (files merged, or the run store), and the
     run store's real discovery curves when reading a store."""
+    import pandas as pd
+
+    from detailed_balance.data import Transitions, read_transitions
+
     if args.store and args.data:
         raise UserError("give either DATA files or --store, not both.")
     if args.store:
@@ -89,6 +95,8 @@ def load_panel(args: argparse.Namespace) -> tuple[Transitions, dict[str, pd.Data
 
 
 def _from_store(path: Path) -> tuple[Transitions, dict[str, pd.DataFrame]]:
+    import pandas as pd
+
     from detailed_balance.agents import RunStore
 
     with RunStore(path, readonly=True) as store:  # reading never creates, upgrades or writes

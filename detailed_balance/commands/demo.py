@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-from scipy.stats import spearmanr
-
 from .check import format_summary
 
 
@@ -48,6 +46,8 @@ class _Steps:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scipy.stats import spearmanr
+
     from detailed_balance.agents import RunStore, collect_simulated_demo
     from detailed_balance.diagnostics import checks_json, paper_checks
     from detailed_balance.models import EquilibriumModel, least_action
