@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, table, timed, timed_wall  # noqa: E402
 
 from detailed_balance import simulate  # noqa: E402
-from detailed_balance.simulation import _sample_uniform  # noqa: E402
+from detailed_balance.simulation.kernels import _sample_uniform  # noqa: E402
 
 
 def per_call(kernel, visits: np.ndarray, rng: np.random.Generator, limit: int | None = None):

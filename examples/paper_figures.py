@@ -26,8 +26,8 @@ from detailed_balance.reports import (  # noqa: E402
     loop_balance_figure,
     point_tree,
     potential_distribution_figure,
-    simulate_panel,
 )
+from detailed_balance.simulation import simulate_panel  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -10,7 +10,7 @@ import pandas as pd
 import xarray as xr
 
 from detailed_balance.data import Transitions
-from detailed_balance.reports.panel import simulate_panel
+from detailed_balance.simulation import simulate_panel
 
 
 def fake_fit(

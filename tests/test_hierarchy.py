@@ -18,7 +18,7 @@ from detailed_balance.models.hierarchy import (
     sample,
     temperature_table,
 )
-from detailed_balance.reports.panel import metropolis_kernel, simulate_panel
+from detailed_balance.simulation import metropolis_kernel, simulate_panel
 
 
 def tiny_panel() -> Transitions:

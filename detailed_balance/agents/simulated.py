@@ -259,12 +259,21 @@ class SimulatedLLM:
 
     def _build_kernel(self) -> np.ndarray:
         """Rows: prompt state; columns: answered state, the last column = garbage (escape)."""
+        # The package's one Metropolis–Hastings kernel, on the complete graph (d = K − 1).
+        from detailed_balance.simulation import metropolis_rates
+
         k = len(self.states)
-        beta_v = self.potential / self.temperature
-        exponent = beta_v[:, None] - beta_v[None, :] + self._drive_matrix()
-        moves = np.minimum(1.0, np.exp(np.minimum(exponent, 50.0))) / (k - 1)
-        np.fill_diagonal(moves, 0.0)
-        moves *= 1.0 - self.invalid_rate
+        a, b = np.triu_indices(k, 1)
+        src, dst, rate = metropolis_rates(
+            self.potential / self.temperature,
+            a,
+            b,
+            drive=self._drive_matrix()[a, b],
+            degree=np.full(k, k - 1),
+            move_probability=1.0 - self.invalid_rate,
+        )
+        moves = np.zeros((k, k))
+        moves[src, dst] = rate
         stay = (1.0 - self.invalid_rate) - moves.sum(axis=1)
         kernel = np.concatenate([moves, np.full((k, 1), self.invalid_rate)], axis=1)
         kernel[np.arange(k), np.arange(k)] = np.maximum(stay, 0.0)

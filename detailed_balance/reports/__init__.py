@@ -6,7 +6,6 @@ Public API::
     build_report, write_report                    # one fit + its Verdict → report.html / .md / .json
     evidence_table, format_bayes                  # the evidence rows as a table / as text
     Comparison, comparison_document, llm_table    # several LLMs → compare.html / .md / .json
-    simulate_panel, Panel                         # simulated LLMs with known β and landscapes
     Document                                      # the self-contained HTML / Markdown builder
     db_scatter_figure, loop_balance_figure, potential_distribution_figure,
     landscape_graph_figure, potential_forest_figure, violations_figure,
@@ -31,13 +30,11 @@ from .figures import (
     sampler_health_figure,
     violations_figure,
 )
-from .panel import Panel, simulate_panel
 from .report import build_report, write_report
 
 __all__ = [
     "Comparison",
     "Document",
-    "Panel",
     "beta_forest_figure",
     "build_report",
     "comparison_document",
@@ -55,7 +52,6 @@ __all__ = [
     "potential_forest_figure",
     "ppc_figure",
     "sampler_health_figure",
-    "simulate_panel",
     "violations_figure",
     "write_report",
 ]

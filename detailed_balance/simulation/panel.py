@@ -1,7 +1,7 @@
 """Simulated panels of LLMs with known landscapes and temperatures (ground truth for comparing).
 
-Each simulated LLM is a Metropolis kernel on one shared random neighbour graph:
-T(f→g) = q · min(1, exp(β (V_f − V_g))) for neighbours, the rest of each row is "escape"
+Each simulated LLM is a Metropolis kernel (`kernels.metropolis_rates`) on one shared random
+neighbour graph: T(f→g) = q · min(1, exp(β (V_f − V_g))) for neighbours, q = 1 / max degree, the rest of each row is "escape"
 (rejected or invalid answers). It obeys detailed balance exactly with respect to βV, so an LLM
 at inverse temperature β on landscape V is the reference LLM on landscape βV. Every state is
 used as the prompt the same number of times (the paper's "uniform" visits), and each source's
@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from detailed_balance.data import Transitions
+
+from .kernels import metropolis_rates
 
 
 @dataclass
@@ -44,12 +46,17 @@ def metropolis_kernel(potential: np.ndarray, edges: np.ndarray, beta: float) -> 
     """Dense T (n × n) with T_fg = q·min(1, e^{β(V_f − V_g)}) on the graph's edges."""
     n = len(potential)
     degree = np.bincount(edges.ravel(), minlength=n)
-    q = 1.0 / max(1, degree.max())
+    common = np.full(n, max(1, degree.max()))  # one proposal degree for all: q = 1/max degree
+    src, dst, rate = metropolis_rates(
+        np.asarray(potential, dtype=float),
+        edges[:, 0],
+        edges[:, 1],
+        degree=common,
+        beta=beta,
+        log_space=False,
+    )
     kernel = np.zeros((n, n))
-    i, j = edges[:, 0], edges[:, 1]
-    gap = beta * (potential[i] - potential[j])
-    kernel[i, j] = q * np.minimum(1.0, np.exp(gap))
-    kernel[j, i] = q * np.minimum(1.0, np.exp(-gap))
+    kernel[src, dst] = rate
     return kernel
 
 
