@@ -374,3 +374,47 @@ def test_reaches_100k_states_and_a_million_calls():
     v = sim.potential.to_numpy()
     flux = sp.diags(np.exp(-v)) @ sim.kernel
     assert abs(flux - flux.T).max() < 1e-12 * np.exp(-v).max()
+
+
+# -- the one Metropolis–Hastings kernel -----------------------------------------------------------
+def test_one_metropolis_kernel_behind_every_simulator():
+    """simulate, the LLM panels and the embedded simulated LLM share `metropolis_rates`:
+    log T(f→g) − log T(g→f) = β(V_f − V_g) + A_fg on every edge, both evaluations agree, and
+    each simulator's kernel is exactly those rates."""
+    from detailed_balance.agents import SimulatedLLM
+    from detailed_balance.simulation import metropolis_kernel, metropolis_rates, neighbour_graph
+
+    rng = np.random.default_rng(7)
+    n = 30
+    edges = neighbour_graph(n, 6, rng)
+    a, b = edges[:, 0], edges[:, 1]
+    v, z = rng.normal(0, 2, n), rng.normal(0, 0.5, len(a))
+    src, dst, rate = metropolis_rates(v, a, b, drive=z, beta=1.7, move_probability=0.8)
+    _, _, linear = metropolis_rates(
+        v, a, b, drive=z, beta=1.7, move_probability=0.8, log_space=False
+    )
+    np.testing.assert_allclose(linear, rate, rtol=1e-14)
+    m = len(a)
+    ratio = np.log(rate[:m]) - np.log(rate[m:])
+    np.testing.assert_allclose(ratio, 1.7 * (v[a] - v[b]) + z, rtol=0, atol=1e-12)
+    degree = np.bincount(src, minlength=n)
+    assert np.all(rate <= 0.8 / degree[src] + 1e-15)  # p·min(1/d_f, ·)
+
+    # the panel kernel: one proposal degree for all states (q = 1 / max degree)
+    dense = metropolis_kernel(v, edges, 0.5)
+    q = 1.0 / degree.max()
+    np.testing.assert_allclose(dense[a, b], q * np.minimum(1.0, np.exp(0.5 * (v[a] - v[b]))))
+    assert np.count_nonzero(dense) == 2 * m
+
+    # the simulated LLM: the complete graph, d = K − 1, p = 1 − invalid rate
+    sim = SimulatedLLM.word100(states=12, seed=3, drive=0.4, invalid_rate=0.1, temperature=2.0)
+    kernel = sim.kernel().to_numpy()
+    k = len(sim.states)
+    i, j = np.triu_indices(k, 1)
+    drive = sim._drive_matrix()
+    expected = 0.9 * np.minimum(
+        1, np.exp((sim.potential[i] - sim.potential[j]) / 2.0 + drive[i, j])
+    )
+    np.testing.assert_allclose(kernel[i, j], expected / (k - 1), rtol=1e-13)
+    np.testing.assert_allclose(kernel.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(kernel[:, -1], 0.1)
