@@ -1,6 +1,6 @@
 """Diagnostics: the paper's detailed-balance checks and the Bayesian tests."""
 
-from ._fitdata import FitError, as_tree
+from ._fitdata import FitError, as_tree, interval, stack_draws
 from .bayes import (
     CI,
     FDR_Q,
@@ -14,6 +14,7 @@ from .bayes import (
     loop_chi2_ppc,
     pair_violations,
     ppc_pairs,
+    ppc_replicates,
     same_data,
 )
 from .convergence import ConvergenceReport, ConvergenceWarning, convergence
@@ -49,6 +50,8 @@ __all__ = [
     "FitError",
     "Verdict",
     "as_tree",
+    "interval",
+    "stack_draws",
     "bayes_downhill",
     "bayes_fdr",
     "bayes_potential_spread",
@@ -59,6 +62,7 @@ __all__ = [
     "loop_chi2_ppc",
     "pair_violations",
     "ppc_pairs",
+    "ppc_replicates",
     "same_data",
     "action_size",
     "checks_json",

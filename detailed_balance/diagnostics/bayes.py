@@ -89,6 +89,16 @@ def deviance(n: np.ndarray, m: np.ndarray, eta: np.ndarray) -> np.ndarray:
     return 2.0 * (saturated - model).sum(axis=-1)
 
 
+def _ppc_draws(fit: FitArrays, rng: np.random.Generator, keep: np.ndarray):
+    """Per chunk of the kept draws: (log-odds η, replicated counts n_rep) of every pair."""
+    v_all, a_all = fit.V()[keep], fit.A()
+    a_all = None if a_all is None else a_all[keep]
+    m = fit.m.astype(np.int64)
+    for chunk in _chunks(len(keep)):
+        eta = fit.log_odds(v_all[chunk], None if a_all is None else a_all[chunk])
+        yield eta, rng.binomial(m, expit(eta))
+
+
 def ppc_pairs(
     result: Any, seed: int | np.random.Generator | None = 0, *, max_draws: int | None = 1000
 ) -> dict[str, Any]:
@@ -100,15 +110,10 @@ def ppc_pairs(
     detailed balance fails; for both, overdispersion or misfit).
     """
     fit = fit_arrays(result)
-    rng = _rng(seed)
     keep = _thin(fit, max_draws)
-    v_all, a_all = fit.V()[keep], fit.A()
-    a_all = None if a_all is None else a_all[keep]
     m = fit.m
     observed, replicated = [], []
-    for chunk in _chunks(len(keep)):
-        eta = fit.log_odds(v_all[chunk], None if a_all is None else a_all[chunk])
-        n_rep = rng.binomial(m.astype(np.int64), expit(eta))
+    for eta, n_rep in _ppc_draws(fit, _rng(seed), keep):
         observed.append(deviance(fit.n_fg, m, eta))
         replicated.append(deviance(n_rep, m, eta))
     t_obs, t_rep = np.concatenate(observed), np.concatenate(replicated)
@@ -119,6 +124,33 @@ def ppc_pairs(
         "p_value": float(np.mean(t_rep >= t_obs)),
         "n_pairs": int(len(m)),
         "draws": int(len(keep)),
+    }
+
+
+def ppc_replicates(
+    result: Any, seed: int | np.random.Generator | None = 0, *, max_draws: int | None = 200
+) -> dict[str, np.ndarray]:
+    """The draws behind `ppc_pairs`, for figures: ``{"n_obs", "m" (pairs), "share" (predicted
+    n_fg/m per draw and pair), "n_rep" (replicated counts per draw and pair), "deviance_obs",
+    "deviance_rep" (per draw)}`` over at most `max_draws` evenly spaced draws (memory is draws
+    × pairs)."""
+    fit = fit_arrays(result)
+    keep = _thin(fit, max_draws)
+    m = fit.m
+    shares, reps, d_obs, d_rep = [], [], [], []
+    for eta, n_rep in _ppc_draws(fit, _rng(seed), keep):
+        shares.append(expit(eta))
+        reps.append(n_rep)
+        d_obs.append(deviance(fit.n_fg, m, eta))
+        d_rep.append(deviance(n_rep, m, eta))
+    empty = np.empty((0, len(m)))
+    return {
+        "n_obs": fit.n_fg,
+        "m": m,
+        "share": np.concatenate(shares) if shares else empty,
+        "n_rep": np.concatenate(reps) if reps else empty,
+        "deviance_obs": np.concatenate(d_obs) if d_obs else np.empty(0),
+        "deviance_rep": np.concatenate(d_rep) if d_rep else np.empty(0),
     }
 
 

@@ -16,7 +16,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
@@ -25,22 +24,18 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from detailed_balance.data import Transitions  # noqa: E402
 from detailed_balance.data.names import as_names  # noqa: E402
-from detailed_balance.diagnostics import db_scatter, loop_balance  # noqa: E402
+from detailed_balance.diagnostics import (
+    as_tree,
+    db_scatter,
+    interval,
+    loop_balance,
+    ppc_replicates,
+)  # noqa: E402
 
 from .text import figure_label  # noqa: E402
 
 DOWN, UP, FLAG, MAIN, BAND = "#2e7d32", "#c62828", "#d84315", "#1f4e79", "#9ecae1"
 MAX_DRAWS = 400
-
-
-def as_tree(result: Any) -> xr.DataTree:
-    """The DataTree of a fit (a `BayesFit`, anything with `.posterior`, or a DataTree)."""
-    if isinstance(result, xr.DataTree):
-        return result
-    tree = getattr(result, "posterior", None)
-    if isinstance(tree, xr.DataTree):
-        return tree
-    raise TypeError(f"expected a fit or an xarray.DataTree, got {type(result).__name__}")
 
 
 def potential_draws(result: Any, max_draws: int = MAX_DRAWS, seed: int = 0) -> pd.DataFrame:
@@ -55,11 +50,6 @@ def potential_draws(result: Any, max_draws: int = MAX_DRAWS, seed: int = 0) -> p
         pick = np.random.default_rng(seed).choice(len(values), max_draws, replace=False)
         values = values[np.sort(pick)]
     return pd.DataFrame(values, columns=pd.Index(as_names(flat["state"]), dtype=object))
-
-
-def _interval(draws: np.ndarray, ci: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    tail = (1 - ci) / 2
-    return np.quantile(draws, tail, axis=axis), np.quantile(draws, 1 - tail, axis=axis)
 
 
 def _figure(width: float = 6.4, height: float = 4.8, ncols: int = 1) -> tuple[Figure, Any]:
@@ -99,7 +89,7 @@ def db_scatter_figure(
         draws.reindex(columns=points["f"]).to_numpy()
         - draws.reindex(columns=points["g"]).to_numpy()
     )
-    lo, hi = _interval(gap, ci)
+    lo, hi = interval(gap, ci)
     x = points["delta_v"].to_numpy()
     ax.errorbar(
         x,
@@ -200,7 +190,7 @@ def potential_distribution_figure(
     edges = np.linspace(np.quantile(values, 0.002), np.quantile(values, 0.998), bins + 1)
     width = np.diff(edges)
     hist = np.stack([np.histogram(row, edges)[0] for row in values[:200]]) / (keep.sum() * width)
-    lo, hi = _interval(hist, ci)
+    lo, hi = interval(hist, ci)
     centres = (edges[:-1] + edges[1:]) / 2
     ax.hist(mean_v, edges, density=True, color=BAND, edgecolor="white", label="posterior mean V")
     ax.fill_between(centres, lo, hi, step="mid", color=MAIN, alpha=0.25, label=f"{ci:.0%} band")
@@ -214,7 +204,7 @@ def potential_distribution_figure(
         lw=1.5,
         label=f"Gaussian, σ = {sigma:.2f}",
     )
-    s_lo, s_hi = _interval(sigma_draws, ci)
+    s_lo, s_hi = interval(sigma_draws, ci)
     ax.set_title(f"Potential distribution: σ = {sigma_draws.mean():.2f} [{s_lo:.2f}, {s_hi:.2f}]")
     ax.set_xlabel("V (centred)")
     ax.set_ylabel("density")
@@ -289,7 +279,7 @@ def potential_forest_figure(result: Any, *, n: int = 10, ci: float = 0.9) -> Fig
     draws = potential_draws(result)
     mean_v = draws.mean().sort_values(kind="stable")
     names = list(mean_v.index[:n]) + [s for s in mean_v.index[-n:] if s not in mean_v.index[:n]]
-    lo, hi = _interval(draws[names].to_numpy(), ci)
+    lo, hi = interval(draws[names].to_numpy(), ci)
     fig, ax = _figure(6.4, 0.28 * len(names) + 1.2)
     y = np.arange(len(names))
     ax.hlines(y, lo, hi, color=MAIN, lw=2)
@@ -400,28 +390,12 @@ def ppc_figure(result: Any, *, seed: int = 0, ci: float = 0.9, max_draws: int = 
     of draws where the replicate is at least as extreme). Right: observed share n_fg/m against
     the predicted share with its `ci` predictive interval.
     """
-    tree = as_tree(result)
-    const = tree["constant_data"]
-    n_fg = const["n_fg"].to_numpy().astype(float)
-    m = n_fg + const["n_gf"].to_numpy()
-    offset = np.log(const["N_f"].to_numpy() / const["N_g"].to_numpy())
-    v_all = tree["posterior"]["V"].stack(sample=("chain", "draw")).transpose("sample", "state")
-    names = pd.Index(as_names(v_all["state"]), dtype=object)
-    i = names.get_indexer(as_names(const["pair_f"]))
-    j = names.get_indexer(as_names(const["pair_g"]))
-    values = np.concatenate([v_all.to_numpy(), np.full((v_all.shape[0], 1), np.nan)], axis=1)
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(values), min(max_draws, len(values)), replace=False)
-    v = values[pick]  # index -1 (a state not in V) reads the NaN column
-    eta = offset + v[:, i] - v[:, j]
-    if "A" in tree["posterior"]:
-        a = tree["posterior"]["A"].stack(sample=("chain", "draw")).transpose("sample", "pair")
-        eta = eta + a.to_numpy()[pick]
-    usable = np.all(np.isfinite(eta), axis=0) & (m > 0)
-    eta, n_obs, m = eta[:, usable], n_fg[usable], m[usable]
-    p = 1.0 / (1.0 + np.exp(-eta))
-    n_rep = rng.binomial(m.astype(np.int64), p)
-    dev_obs, dev_rep = _deviance(n_obs, m, p), _deviance(n_rep, m, p)
+    ppc = ppc_replicates(result, seed, max_draws=max_draws)
+    m = ppc["m"]
+    usable = m > 0
+    n_obs, m = ppc["n_obs"][usable], m[usable]
+    p, n_rep = ppc["share"][:, usable], ppc["n_rep"][:, usable]
+    dev_obs, dev_rep = ppc["deviance_obs"], ppc["deviance_rep"]
     p_value = float(np.mean(dev_rep >= dev_obs))
     fig, axes = _figure(10, 4.4, ncols=2)
     ax = axes[0]
@@ -432,7 +406,7 @@ def ppc_figure(result: Any, *, seed: int = 0, ci: float = 0.9, max_draws: int = 
     ax.set_ylabel("deviance, replicated counts")
     ax.set_title(f"PPC of pair counts: p = {p_value:.2f}")
     ax = axes[1]
-    lo, hi = _interval(n_rep / m, ci)
+    lo, hi = interval(n_rep / m, ci)
     order = np.argsort(p.mean(axis=0))
     ax.fill_between(
         np.arange(len(order)), lo[order], hi[order], color=BAND, label=f"{ci:.0%} predictive"
@@ -444,21 +418,6 @@ def ppc_figure(result: Any, *, seed: int = 0, ci: float = 0.9, max_draws: int = 
     ax.set_title(f"{inside:.0%} of pairs inside their {ci:.0%} predictive interval")
     ax.legend(frameon=False, fontsize=8)
     return fig
-
-
-def _deviance(n: np.ndarray, m: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Binomial deviance Σ 2[n log(n/mp) + (m−n) log((m−n)/m(1−p))] per draw (row)."""
-    from scipy.special import xlogy
-
-    k = m - n
-    return 2 * np.sum(xlogy(n, n) - xlogy(n, m * p) + xlogy(k, k) - xlogy(k, m * (1 - p)), axis=-1)
-
-
-def close(fig: Figure) -> None:
-    """Release a figure (Figures made here are not registered with pyplot; this is a no-op
-    kept so callers can treat pyplot and Figure objects alike)."""
-    if plt.fignum_exists(getattr(fig, "number", -1)):
-        plt.close(fig)
 
 
 # -- comparing LLMs --------------------------------------------------------------------------------
