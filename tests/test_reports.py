@@ -26,10 +26,10 @@ from detailed_balance.reports import (
     potential_forest_figure,
     ppc_figure,
     sampler_health_figure,
-    simulate_panel,
     violations_figure,
 )
 from detailed_balance.reports.compare import visit_entropy
+from detailed_balance.simulation import simulate_panel
 from detailed_balance.workflow import compare_llms
 
 
