@@ -107,14 +107,15 @@ def test_unknown_config_and_reference_are_refused():
 )
 def test_numpy_density_matches_pymc_logp(small_sim, cls, config):
     model = cls(config)
-    pm_model = model.build_model(small_sim.transitions)
+    prepared = model.prepare(small_sim.transitions)
+    pm_model = model.build_model(prepared)
     logp = pm_model.compile_logp()
     rng = np.random.default_rng(0)
     diffs = []
     for _ in range(4):
         point = {k: rng.normal(size=np.shape(v)) * 0.5 for k, v in pm_model.initial_point().items()}
-        theta = model.theta_from_point(point)
-        diffs.append(logp(point) - model.density.logp_grad(theta)[0])
+        theta = model.theta_from_point(prepared, point)
+        diffs.append(logp(point) - prepared.density.logp_grad(theta)[0])
     assert np.ptp(diffs) < 1e-8  # equal up to the dropped constants
 
 
@@ -132,7 +133,8 @@ def test_expand_equals_the_models_deterministics(small_sim, cls, config):
     import xarray as xr
 
     model = cls(config)
-    pm_model = model.build_model(small_sim.transitions)
+    prepared = model.prepare(small_sim.transitions)
+    pm_model = model.build_model(prepared)
     names = model.stored_variables
     graphs = pm_model.replace_rvs_by_values([pm_model[n] for n in names])
     outputs = pm_model.compile_fn(graphs, inputs=pm_model.value_vars, on_unused_input="ignore")
@@ -142,17 +144,17 @@ def test_expand_equals_the_models_deterministics(small_sim, cls, config):
               for _ in range(2)]  # fmt: skip
     expected = {n: np.array([[outputs(p)[q] for p in chain] for chain in points])
                 for q, n in enumerate(names)}  # fmt: skip
-    assert model.pairs.n_cycles > 0 or not model.nonequilibrium
+    assert prepared.pairs.n_cycles > 0 or not model.nonequilibrium
     draws = {"V_white": (("chain", "draw", "latent"), [[p["V_white"] for p in c] for c in points])}
     if model.nonequilibrium:
         draws["A_white"] = (("chain", "draw", "pair"), [[p["A_white"] for p in c] for c in points])
     for scalar in model.sampler_variables:  # stored by the sampler on the natural scale
         draws[scalar] = (("chain", "draw"), expected[scalar])
-    got = model.expand(xr.Dataset(draws, coords={"chain": [0, 1], "draw": [0, 1, 2]}))
+    got = model.expand(prepared, xr.Dataset(draws, coords={"chain": [0, 1], "draw": [0, 1, 2]}))
     assert list(got.data_vars) == names
     for name in names:
         np.testing.assert_allclose(got[name].to_numpy(), expected[name], rtol=1e-9, atol=1e-9)
-    assert list(got["V"]["state"].to_numpy()) == list(model.pairs.states.astype(str))
+    assert list(got["V"]["state"].to_numpy()) == list(prepared.pairs.states.astype(str))
 
 
 def test_window_restarts_only_where_a_scale_is_sampled():
@@ -342,7 +344,7 @@ def test_fused_density_gradient_matches_finite_differences(small_sim, cls, prior
     """The fused kernel's hand-written gradient (as nutpie and ADVI see it, numba-compiled)
     equals central differences of its own log density, in every value variable."""
     model = cls({"V_prior": prior})
-    pm_model = model.build_model(small_sim.transitions)
+    pm_model = model.build_model(model.prepare(small_sim.transitions))
     fn = pm_model.compile_fn([pm_model.logp(), pm_model.dlogp()], mode="NUMBA")
     names = [v.name for v in pm_model.value_vars]
     sizes = [int(np.size(pm_model.initial_point()[n])) for n in names]

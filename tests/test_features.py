@@ -165,7 +165,8 @@ def test_pymc_graph_equals_the_numpy_density(eps_prior):
     """The whitened, partially non-centred PyMC graph is the numpy density (up to a constant)."""
     sim, feats = feature_landscape(3, n=40, calls=4000)
     model = FeaturePotentialModel(feats, {"eps_prior": eps_prior})
-    graph = model.build_model(sim.transitions)
+    prepared = model.prepare(sim.transitions)
+    graph = model.build_model(prepared)
     logp = graph.compile_logp(mode="NUMBA")
     outputs = graph.replace_rvs_by_values([graph["V"], graph["theta_std"]])
     values = graph.compile_fn(outputs, inputs=graph.value_vars, mode="NUMBA")
@@ -179,7 +180,7 @@ def test_pymc_graph_equals_the_numpy_density(eps_prior):
         }
         v, theta = values(point)
         phi = np.concatenate([v, theta, [point["sigma_eps_log__"]]])
-        differences.append((float(logp(point)), -model.density.neg_logp_grad(phi)[0]))
+        differences.append((float(logp(point)), -prepared.density.neg_logp_grad(phi)[0]))
     (a1, b1), (a2, b2) = differences
     assert a1 - a2 == pytest.approx(b1 - b2, rel=1e-8, abs=1e-8)
     assert abs(a1 - a2) > 0.1  # the two points really differ

@@ -72,6 +72,25 @@ def test_nuts_recovers_known_potential_and_records_nutpie(sim, nuts_eq):
     np.testing.assert_allclose(v.to_numpy() @ w, 0.0, atol=1e-9)
 
 
+@pytest.mark.parametrize("cls", [EquilibriumModel, NonEquilibriumModel])
+def test_one_model_object_fitted_twice_gives_independent_results(sim, cls):
+    """The model holds configuration only: fitting it to a second data set leaves the first
+    result (its model, prepared data and draws) as it was."""
+    model = cls()
+    other = simulate(25, 3000, seed=4, spread=1.0).transitions
+    first = fit(model, sim.transitions, method="map", draws=200, chains=1, seed=3)
+    v_first = first.potentials.to_numpy().copy()
+    second = fit(model, other, method="map", draws=200, chains=1, seed=3)
+    assert set(vars(model)) == {"model_config"}  # no fitted state on the model
+    assert first.model == second.model == model
+    assert first.prepared is not second.prepared
+    assert (first.pairs.n_states, second.pairs.n_states) == (40, 25)
+    assert first.potentials.sizes["state"] == 40 and second.potentials.sizes["state"] == 25
+    np.testing.assert_array_equal(first.potentials.to_numpy(), v_first)
+    again = fit(model, sim.transitions, method="map", draws=200, chains=1, seed=3)
+    np.testing.assert_array_equal(again.potentials.to_numpy(), v_first)
+
+
 def test_laplace_sd_matches_nuts_sd(nuts_eq, map_eq):
     nuts = nuts_eq.summary().set_index("state")
     lap = map_eq.summary().set_index("state")

@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detailed_balance.data.files import prepare_output, write_frame_atomic
-
-from ._common import UserError, add_data_arguments, load_data
+from ._common import (
+    UserError,
+    add_data_arguments,
+    load_data,
+    prepare_output,
+    write_frame_atomic,
+)
 
 BAYES_METHODS = ("nuts", "advi", "map")
 
@@ -99,7 +103,7 @@ def _bayes(args: argparse.Namespace, data) -> int:
     result.save(args.out)
     if args.model == "features":
         write_theta(result, args)
-    pairs = model.pairs
+    pairs = result.pairs
     message = (
         f"{args.model} {args.method}: {pairs.n_states} states in {pairs.n_pairs} pairs "
         f"({int(pairs.bounded.sum())} bounded), {len(pairs.unidentified)} unidentified"

@@ -6,8 +6,20 @@ and diagnostics packages build on (public here so nothing imports this package's
 
 from ._density import gaussian_draws, pointwise_loglik
 from ._pairs import PairData, pair_data
-from .equilibrium import EquilibriumModel, NonEquilibriumModel, PairModel, model_from_name
-from .features import FeatureLeastAction, FeaturePotentialModel, feature_least_action
+from .equilibrium import (
+    EquilibriumModel,
+    NonEquilibriumModel,
+    PairModel,
+    PreparedPairs,
+    constant_data,
+    model_from_name,
+)
+from .features import (
+    FeatureLeastAction,
+    FeaturePotentialModel,
+    PreparedFeatures,
+    feature_least_action,
+)
 from .least_action import LeastActionResult, kernel_values, least_action, summed_action
 
 __all__ = [
@@ -18,6 +30,9 @@ __all__ = [
     "NonEquilibriumModel",
     "PairModel",
     "PairData",
+    "PreparedFeatures",
+    "PreparedPairs",
+    "constant_data",
     "gaussian_draws",
     "model_from_name",
     "pointwise_loglik",

@@ -10,15 +10,17 @@ non-equilibrium model adds an antisymmetric A_fg = τ_A a_fg (non-centred, a ~ N
 scale τ_A can shrink to ~0 on reversible data; only its cycle space is identified, and the
 loop affinities Σ A around the observed 3-cycles are reported (gauge-free).
 
-Lifecycle (as in pymc-marketing): ``__init__`` stores `model_config` (priors) merged over the
-defaults; `build_model(data)` builds the `pm.Model` (and the MAP and whitening it needs);
-`detailed_balance.sampling.fit` samples. V is sampled in whitened coordinates
+Lifecycle: ``__init__`` stores `model_config` (priors) merged over the defaults and nothing
+else; `prepare(data)` returns a frozen `PreparedPairs` (pair arrays, density, MAP, whitening);
+`build_model(prepared)` builds the `pm.Model`; `detailed_balance.sampling.fit` samples. A model
+object holds no fitted state, so one object fits any number of data sets independently. V is sampled in whitened coordinates
 V = V* + B z (see `_whiten.Whitening`); the reported `V` is gauge-fixed (see `_pairs`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,7 @@ from ._density import (
     PairDensity,
     empirical_bayes_sigma,
     empirical_bayes_tau,
+    gaussian_draws,
     pointwise_loglik,
 )
 from ._loglik import CONSTANTS, PairPotential
@@ -44,6 +47,31 @@ from ._whiten import Whitening, ilu_whitening
 V_PRIORS = ("wide", "normal", "student_t")
 TAU_PRIORS = ("halfnormal", "halfcauchy")
 PARAMETERIZATIONS = ("whitened", "direct")
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedPairs:
+    """What `PairModel.prepare` derives from one data set (the model object keeps none of it).
+
+    ``pairs``: the pair arrays; ``density``: the numpy density at the fitted gauge scale;
+    ``map_result``: its MAP (non-equilibrium: with τ_A's empirical-Bayes EM); ``whitening``:
+    V = V* + B z (None when prepared without whitening, the ``map`` method); ``gauge_scale``:
+    σ_V at the equilibrium MAP; ``eq_theta``: that MAP; ``a_map``, ``a_scale``, ``a_shift``:
+    a = a* + a_scale z_a − a_shift ⊙ E(V − V*) (identity unless whitened non-equilibrium)."""
+
+    pairs: PairData
+    density: PairDensity
+    map_result: MapResult
+    whitening: Whitening | None
+    gauge_scale: float
+    eq_theta: np.ndarray
+    a_map: np.ndarray
+    a_scale: np.ndarray
+    a_shift: np.ndarray
+
+    @property
+    def llm(self) -> str:
+        return self.pairs.llm
 
 
 class PairModel:
@@ -80,11 +108,6 @@ class PairModel:
             if key in config and not float(config[key]) > 0:
                 raise ValueError(f"model_config[{key!r}] must be > 0, got {config[key]!r}.")
         self.model_config = config
-        self.model: pm.Model | None = None
-        self.pairs: PairData | None = None
-        self.map_result: MapResult | None = None
-        self.whitening: Whitening | None = None
-        self.density: PairDensity | None = None
 
     # -- configuration ---------------------------------------------------------------------
     @property
@@ -101,11 +124,11 @@ class PairModel:
         return hash((type(self).__name__, self.config_json))
 
     # -- building ----------------------------------------------------------------------------
-    def prepare(self, data: Transitions, llm: str | None = None, whiten: bool = True) -> PairData:
+    def prepare(
+        self, data: Transitions, llm: str | None = None, whiten: bool = True
+    ) -> PreparedPairs:
         """Pair arrays, the MAP (numpy L-BFGS) and (if `whiten`) the whitening map; no PyMC."""
         pairs = pair_data(data, llm)
-        self.pairs = pairs
-        self.density = PairDensity(pairs, self.model_config, self.nonequilibrium)
         # The whitening always comes from the equilibrium curvature at its MAP: it is the
         # shape of V's posterior whenever τ_A is small, and a fine scaling otherwise.
         eq_density = PairDensity(pairs, self.model_config, nonequilibrium=False)
@@ -119,25 +142,23 @@ class PairModel:
         else:
             eq_map = eq_density.find_map()
         sigma = eq_density.sigma(eq_map.theta)
-        self.gauge_scale = sigma
-        self.density = PairDensity(pairs, self.model_config, self.nonequilibrium, sigma)
+        density = PairDensity(pairs, self.model_config, self.nonequilibrium, sigma)
         eq_density = PairDensity(pairs, self.model_config, False, sigma)
         if self.nonequilibrium:
-            start = self.density.initial()
+            start = density.initial()
             start[: eq_map.theta.size] = eq_map.theta
             rng = np.random.default_rng(0)
-            self.map_result = empirical_bayes_tau(self.density, start, rng)
+            map_result = empirical_bayes_tau(density, start, rng)
         else:
-            self.map_result = eq_density.find_map(eq_map.theta, fix_sigma=True)
-        self.eq_theta = eq_map.theta
+            map_result = eq_density.find_map(eq_map.theta, fix_sigma=True)
         # a = a* + a_scale z_a − a_shift ⊙ E(V − V*): identity unless whitened (below).
-        self.a_map = np.zeros(pairs.n_pairs)
-        self.a_scale = np.ones(pairs.n_pairs)
-        self.a_shift = np.zeros(pairs.n_pairs)
+        a_map = np.zeros(pairs.n_pairs)
+        a_scale = np.ones(pairs.n_pairs)
+        a_shift = np.zeros(pairs.n_pairs)
         if not whiten:
-            self.whitening = None
+            white = None
         elif self.model_config["parameterization"] == "direct":
-            self.whitening = Whitening.identity(pairs.n_states)
+            white = Whitening.identity(pairs.n_states)
         else:
             hessian = eq_density.v_hessian(eq_map.theta)
             centre = eq_map.theta[: pairs.n_states]
@@ -145,24 +166,27 @@ class PairModel:
                 # Joint Gauss–Newton curvature of (V, a) at the non-eq MAP, whitened by
                 # eliminating a: V sees the Laplacian with weights w / (1 + τ²w) (A absorbs
                 # the rest along the cut space), and a | V is diagonal with a linear shift.
-                theta = self.map_result.theta
-                tau = self.density.tau(theta) * self.density.a_mask
-                w = self.density.pair_weights(theta)
+                theta = map_result.theta
+                tau = density.tau(theta) * density.a_mask
+                w = density.pair_weights(theta)
                 shrink = 1.0 / (1.0 + tau**2 * w)
-                hessian = self.density.v_hessian(theta, w * shrink)
+                hessian = density.v_hessian(theta, w * shrink)
                 centre = theta[: pairs.n_states]
-                self.a_map = theta[self.density.layout.a]
-                self.a_scale = np.sqrt(shrink)
-                self.a_shift = tau * w * shrink
-            self.whitening = ilu_whitening(
+                a_map = theta[density.layout.a]
+                a_scale = np.sqrt(shrink)
+                a_shift = tau * w * shrink
+            white = ilu_whitening(
                 hessian,
                 centre,
                 float(self.model_config["ilu_drop_tol"]),
                 float(self.model_config["ilu_fill"]),
             )
-        return pairs
+        return PreparedPairs(
+            pairs, density, map_result, white, sigma, eq_map.theta, a_map, a_scale, a_shift
+        )
 
-    def coords(self, pairs: PairData) -> dict[str, Any]:
+    def coords(self, prepared: PreparedPairs) -> dict[str, Any]:
+        pairs = prepared.pairs
         return {
             "state": as_names(pairs.states),
             "pair": np.arange(pairs.n_pairs),
@@ -170,13 +194,15 @@ class PairModel:
             "latent": np.arange(pairs.n_states),
         }
 
-    def build_model(self, data: Transitions, llm: str | None = None) -> pm.Model:
-        """The `pm.Model` of this data (also computes the MAP and whitening it samples in)."""
-        pairs = self.prepare(data, llm)
+    def build_model(self, prepared: PreparedPairs) -> pm.Model:
+        """The `pm.Model` of prepared data (sampled in its whitening; see `prepare`)."""
+        pairs = prepared.pairs
         report = pairs.with_reference(self.model_config["reference"])
-        white = self.whitening
-        density = self.density
-        with pm.Model(coords=self.coords(pairs)) as model:
+        white = prepared.whitening
+        if white is None:
+            raise ValueError("build_model needs data prepared with whiten=True.")
+        density = prepared.density
+        with pm.Model(coords=self.coords(prepared)) as model:
             z = pm.Flat("V_white", dims="latent")
             sigma = self._sigma_prior()
             # V for the stored draws only; the density below recomputes it inside its kernel.
@@ -185,7 +211,7 @@ class PairModel:
                 pm.Deterministic("V", _centre(v_raw, pairs), dims="state")
             else:
                 pm.Deterministic("V", _centre(v_raw, report), dims="state")
-            z_a, tau = self._antisymmetric(pairs, v_raw)
+            z_a, tau = self._antisymmetric(prepared, v_raw)
             config = self.model_config
             op = PairPotential(
                 student=config["V_prior"] == "student_t",
@@ -208,13 +234,13 @@ class PairModel:
                 "comp_ptr": np.r_[0, np.cumsum(pairs.component_sizes)],
                 "gauge": density.gauge, "offset": pairs.offset, "n_fg": pairs.n_fg,
                 "trials": pairs.trials, "i": rank[pairs.i], "j": rank[pairs.j],
-                "a_map": self.a_map, "a_scale": self.a_scale, "a_shift": self.a_shift,
+                "a_map": prepared.a_map, "a_scale": prepared.a_scale,
+                "a_shift": prepared.a_shift,
                 "a_mask": density.a_mask,
             }  # fmt: skip
             scalars = pt.stack([pt.as_tensor_variable(sigma), pt.as_tensor_variable(tau)])
             logp = op(z, z_a, scalars, *(constants[name] for name in CONSTANTS))[0]
             pm.Potential("log_density", logp)
-        self.model = model
         return model
 
     def _sigma_prior(self):
@@ -222,22 +248,23 @@ class PairModel:
             return float(self.model_config["V_scale"])
         return pm.HalfNormal("sigma_V", sigma=float(self.model_config["V_scale"]))
 
-    def _antisymmetric(self, pairs: PairData, v_raw):
+    def _antisymmetric(self, prepared: PreparedPairs, v_raw):
         """(z_a, τ_A) of the antisymmetric part, with its stored deterministics; none here."""
         return np.zeros(0), 0.0
 
-    def theta_from_point(self, point: dict[str, np.ndarray]) -> np.ndarray:
+    def theta_from_point(self, prepared: PreparedPairs, point: dict[str, np.ndarray]) -> np.ndarray:
         """The numpy density's θ for a point of the PyMC model's value variables (for tests)."""
-        v = self.whitening.apply(np.asarray(point["V_white"], float))
+        white, pairs = prepared.whitening, prepared.pairs
+        v = white.apply(np.asarray(point["V_white"], float))
         parts = [v]
         if "sigma_V_log__" in point:
             parts.append(np.atleast_1d(point["sigma_V_log__"]))
         if self.nonequilibrium:
-            dv = v - self.whitening.centre
+            dv = v - white.centre
             a = (
-                self.a_map
-                + self.a_scale * np.asarray(point["A_white"], float)
-                - self.a_shift * (dv[self.pairs.i] - dv[self.pairs.j])
+                prepared.a_map
+                + prepared.a_scale * np.asarray(point["A_white"], float)
+                - prepared.a_shift * (dv[pairs.i] - dv[pairs.j])
             )
             parts += [a, np.atleast_1d(point["tau_A_log__"])]
         return np.concatenate(parts)
@@ -266,15 +293,15 @@ class PairModel:
         """The stored variables that `expand` does not compute (the sampler stores them)."""
         return [name for name in self.stored_variables if name in ("sigma_V", "tau_A")]
 
-    def expand(self, posterior: xr.Dataset) -> xr.Dataset:
+    def expand(self, prepared: PreparedPairs, posterior: xr.Dataset) -> xr.Dataset:
         """The stored variables from draws of the sampled coordinates (`V_white`, `A_white`
         and the scalars), in numpy: the same values as the model's deterministics, without
         the sampler storing them beside the coordinates (half of its memory)."""
-        pairs = self.pairs
+        pairs, white = prepared.pairs, prepared.whitening
         dims = ("chain", "draw")
         z = posterior["V_white"].transpose(*dims, "latent").to_numpy()
-        v = self.whitening.apply(z)
-        dv = v - self.whitening.centre if self.nonequilibrium else None
+        v = white.apply(z)
+        dv = v - white.centre if self.nonequilibrium else None
         v = pairs.with_reference(self.model_config["reference"]).centre(v, inplace=True)
         out = {"V": ((*dims, "state"), v)}
         for name in self.sampler_variables:
@@ -285,23 +312,71 @@ class PairModel:
             a = dv[..., pairs.i]
             a -= dv[..., pairs.j]
             del dv
-            a *= -self.a_shift
-            a += self.a_scale * posterior["A_white"].transpose(*dims, "pair").to_numpy()
-            a += self.a_map
-            a *= self.density.a_mask
+            a *= -prepared.a_shift
+            a += prepared.a_scale * posterior["A_white"].transpose(*dims, "pair").to_numpy()
+            a += prepared.a_map
+            a *= prepared.density.a_mask
             a *= tau[..., None]
             cp = pairs.cycle_pairs
             loops = a[..., cp[:, 0]] + a[..., cp[:, 1]] - a[..., cp[:, 2]]
             out["A"] = ((*dims, "pair"), a)
             out["loop_affinity"] = ((*dims, "cycle"), loops)
         coords = {name: posterior[name] for name in dims}
-        coords.update({k: v for k, v in self.coords(pairs).items() if k != "latent"})
+        coords.update({k: v for k, v in self.coords(prepared).items() if k != "latent"})
         return xr.Dataset(out, coords=coords)[self.stored_variables]
 
-    def log_likelihood(self, posterior: xr.Dataset) -> xr.Dataset:
+    def laplace(self, prepared: PreparedPairs, draws: int, seed: int) -> xr.DataTree:
+        """The ``map`` method's posterior: `draws` draws (one chain) from the Laplace
+        approximation N(θ*, H⁻¹) at the MAP, H the sparse Gauss–Newton precision; the
+        non-equilibrium draws are conditional on τ_A at its mode."""
+        pairs, density = prepared.pairs, prepared.density
+        theta = prepared.map_result.theta
+        rng = np.random.default_rng(int(seed))
+        weights = density.pair_weights(theta)
+        v_map = theta[density.layout.v]
+        h = density.prior_curvature(pairs.centre(v_map), density.sigma(theta))
+        tau = density.tau(theta)
+        tau_pairs = tau * density.a_mask if density.layout.nonequilibrium else 0.0
+        dv, da = gaussian_draws(pairs, weights, h, draws, rng, tau_pairs)
+        v_draws = v_map + dv
+        report = pairs.with_reference(self.model_config["reference"])
+        variables: dict[str, Any] = {
+            "V": (("chain", "draw", "state"), report.centre(v_draws)[None])
+        }
+        if density.layout.fitted_sigma:
+            variables["sigma_V"] = (("chain", "draw"), np.full((1, draws), density.sigma(theta)))
+        if density.layout.nonequilibrium:
+            a = theta[density.layout.a] + da
+            antisym = tau * density.a_mask * a
+            cp = pairs.cycle_pairs
+            variables["A"] = (("chain", "draw", "pair"), antisym[None])
+            variables["tau_A"] = (("chain", "draw"), np.full((1, draws), tau))
+            loops = antisym[:, cp[:, 0]] + antisym[:, cp[:, 1]] - antisym[:, cp[:, 2]]
+            variables["loop_affinity"] = (("chain", "draw", "cycle"), loops[None])
+        coords = {
+            "chain": [0],
+            "draw": np.arange(draws),
+            **{k: v for k, v in self.coords(prepared).items() if k != "latent"},
+        }
+        posterior = xr.Dataset(variables, coords=coords)
+        result = prepared.map_result
+        stats = xr.Dataset(
+            {
+                "map_logp": result.logp,
+                "map_iterations": result.iterations,
+                "map_converged": result.converged,
+            }
+        )
+        return xr.DataTree.from_dict({"/posterior": posterior, "/map": stats})
+
+    def constant_data(self, prepared: PreparedPairs) -> xr.Dataset:
+        """The pair arrays of the fit (`constant_data`), stored in the fit's file."""
+        return constant_data(prepared.pairs)
+
+    def log_likelihood(self, prepared: PreparedPairs, posterior: xr.Dataset) -> xr.Dataset:
         """Pointwise exact binomial log-likelihood per pair (what LOO needs), from the
         gauge-free logits x = log(N_f/N_g) + V_f − V_g (+ A_fg) per (chain, draw, pair)."""
-        pairs = self.pairs
+        pairs = prepared.pairs
         v = posterior["V"].transpose("chain", "draw", "state").to_numpy()
         a = (
             posterior["A"].transpose("chain", "draw", "pair").to_numpy()
@@ -344,7 +419,8 @@ class NonEquilibriumModel(PairModel):
         "A_pairs": "all",  # pairs with an A: "all", or only those seen both ways ("two_way")
     }
 
-    def _antisymmetric(self, pairs: PairData, v_raw):
+    def _antisymmetric(self, prepared: PreparedPairs, v_raw):
+        pairs = prepared.pairs
         scale = float(self.model_config["tau_A_scale"])
         if self.model_config["tau_A_prior"] == "halfcauchy":
             tau = pm.HalfCauchy("tau_A", beta=scale)
@@ -353,9 +429,9 @@ class NonEquilibriumModel(PairModel):
         # Non-centred a ~ N(0, 1), sampled in whitened coordinates (see `prepare`); its prior
         # and likelihood are in the fused density, A and the loop affinities are stored.
         z_a = pm.Flat("A_white", dims="pair")
-        dv = v_raw - self.whitening.centre
-        a = self.a_map + self.a_scale * z_a - self.a_shift * (dv[pairs.i] - dv[pairs.j])
-        antisym = pm.Deterministic("A", tau * a * self.density.a_mask, dims="pair")
+        dv = v_raw - prepared.whitening.centre
+        a = prepared.a_map + prepared.a_scale * z_a - prepared.a_shift * (dv[pairs.i] - dv[pairs.j])
+        antisym = pm.Deterministic("A", tau * a * prepared.density.a_mask, dims="pair")
         cp = pairs.cycle_pairs
         pm.Deterministic(
             "loop_affinity", antisym[cp[:, 0]] + antisym[cp[:, 1]] - antisym[cp[:, 2]], dims="cycle"
@@ -380,6 +456,39 @@ def pairs_coord(pairs: PairData) -> np.ndarray:
     return np.arange(pairs.n_pairs)
 
 
+def constant_data(pairs: PairData) -> xr.Dataset:
+    """The pair arrays of the fit (contract names) with state names as coordinates."""
+    names = as_names(pairs.states)  # objects: `astype(str)` copies each at the longest width
+    cycles = as_names(pairs.cycle_names).reshape(-1, 3)
+    return xr.Dataset(
+        {
+            "pair_f": ("pair", names[pairs.i]),
+            "pair_g": ("pair", names[pairs.j]),
+            "pair_i": ("pair", pairs.i.astype(np.int64)),
+            "pair_j": ("pair", pairs.j.astype(np.int64)),
+            "n_fg": ("pair", pairs.n_fg.astype(np.int64)),
+            "n_gf": ("pair", pairs.n_gf.astype(np.int64)),
+            "N_f": ("pair", pairs.N_f),
+            "N_g": ("pair", pairs.N_g),
+            "visits": ("state", pairs.visits),
+            "component": ("state", pairs.component.astype(np.int64)),
+            "bounded": ("state", pairs.bounded),
+            "centring_weight": ("state", pairs.weights),
+            "cycle_a": ("cycle", cycles[:, 0]),
+            "cycle_b": ("cycle", cycles[:, 1]),
+            "cycle_c": ("cycle", cycles[:, 2]),
+            "cycle_pair_ab": ("cycle", pairs.cycle_pairs[:, 0].astype(np.int64)),
+            "cycle_pair_bc": ("cycle", pairs.cycle_pairs[:, 1].astype(np.int64)),
+            "cycle_pair_ac": ("cycle", pairs.cycle_pairs[:, 2].astype(np.int64)),
+        },
+        coords={
+            "pair": np.arange(pairs.n_pairs),
+            "state": names,
+            "cycle": np.arange(pairs.n_cycles),
+        },
+    )
+
+
 def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"model_config[{key!r}] = {value!r}; use one of {', '.join(allowed)}.")
@@ -394,4 +503,11 @@ def _centre(values, pairs: PairData):
     return values - means[pairs.component]
 
 
-__all__ = ["EquilibriumModel", "NonEquilibriumModel", "PairModel", "model_from_name"]
+__all__ = [
+    "EquilibriumModel",
+    "NonEquilibriumModel",
+    "PairModel",
+    "PreparedPairs",
+    "constant_data",
+    "model_from_name",
+]

@@ -368,6 +368,27 @@ class Laplace:
 
 
 # -- the model ----------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class PreparedFeatures:
+    """What `FeaturePotentialModel.prepare` derives from one data set: the pair arrays, the
+    resolved ``feature_table`` and its ``standardiser``, the numpy ``density``, the MAP
+    ``map_result`` (φ) with its Laplace factors ``laplace_fit``, the ``whitening`` (None for
+    the direct parameterisation or when prepared without whitening) and ``gauge_scale`` (σ̂_ε)."""
+
+    pairs: PairData
+    feature_table: pd.DataFrame
+    standardiser: Standardiser
+    density: FeatureDensity
+    map_result: np.ndarray
+    laplace_fit: Laplace
+    whitening: Any
+    gauge_scale: float
+
+    @property
+    def llm(self) -> str:
+        return self.pairs.llm
+
+
 class FeaturePotentialModel(PairModel):
     """V = x·θ + ε with the equilibrium pair likelihood; see the module docstring.
 
@@ -425,67 +446,58 @@ class FeaturePotentialModel(PairModel):
                 raise ValueError(f"model_config[{key!r}] = {config[key]!r} must be > 0.")
         self.features_source = features
         self.model_config = config
-        self.model: pm.Model | None = None
-        self.pairs: PairData | None = None
-        self.map_result = None
-        self.whitening = None
-        self.density: FeatureDensity | None = None
-        self.laplace_fit: Laplace | None = None
-        self.grid: list[GridPoint] | None = None
-        self.feature_table: pd.DataFrame | None = None
-        self.standardiser: Standardiser | None = None
 
     def __repr__(self) -> str:
         return f"FeaturePotentialModel(features={self.model_config['features']!r})"
 
     # -- building ------------------------------------------------------------------------------
-    def prepare(self, data: Transitions, llm: str | None = None, whiten: bool = True) -> PairData:
-        """Pairs, features (standardised), the MAP and its Laplace factors; no PyMC yet (the
-        whitening is built by `build_model`, so `whiten` changes nothing here)."""
+    def prepare(
+        self, data: Transitions, llm: str | None = None, whiten: bool = True
+    ) -> PreparedFeatures:
+        """Pairs, features (standardised), the MAP and its Laplace factors and (if `whiten`
+        and the parameterisation is whitened) the whitening `build_model` samples in."""
         pairs = pair_data(data, llm)
         table = resolve_features(self.features_source, as_names(pairs.states))
         standardiser = Standardiser.fit(table)
         z = standardiser.transform(table)
         density = FeatureDensity(pairs, z, self.model_config)
         phi, lap = density.find_map()
-        self.pairs, self.feature_table, self.standardiser = pairs, table, standardiser
-        self.density = density
-        self.map_result = phi
-        self.laplace_fit = lap
-        self.grid = None  # the σ_ε quadrature of the map method, built on first use
-        self.gauge_scale = density.split(phi)[2]
-        self.whitening = None
-        return pairs
-
-    def coords(self, pairs: PairData) -> dict[str, Any]:
-        return {**super().coords(pairs), "feature": list(self.standardiser.names)}
-
-    def build_model(self, data: Transitions, llm: str | None = None) -> pm.Model:
-        """The `pm.Model` (whitened by the Laplace approximation unless ``direct``)."""
-        pairs = self.prepare(data, llm)
-        lap, dens = self.laplace_fit, self.density
-        if self.model_config["parameterization"] == "whitened":
-            self.whitening = whitening(
+        white = None
+        if whiten and self.model_config["parameterization"] == "whitened":
+            white = whitening(
                 lap.a_vv.tocsc(),
                 pairs.component,
-                self.map_result[: pairs.n_states],
+                phi[: pairs.n_states],
                 int(self.model_config["dense_limit"]),
                 int(self.model_config["low_rank"]),
             )
+        return PreparedFeatures(
+            pairs, table, standardiser, density, phi, lap, white, density.split(phi)[2]
+        )
+
+    def coords(self, prepared: PreparedFeatures) -> dict[str, Any]:
+        return {**super().coords(prepared), "feature": list(prepared.standardiser.names)}
+
+    def build_model(self, prepared: PreparedFeatures) -> pm.Model:
+        """The `pm.Model` (whitened by the Laplace approximation unless ``direct``)."""
+        pairs = prepared.pairs
+        lap, dens = prepared.laplace_fit, prepared.density
+        if self.model_config["parameterization"] == "whitened" and prepared.whitening is None:
+            raise ValueError("build_model needs data prepared with whiten=True.")
         k, f = dens.k, dens.f
-        v_hat, theta_hat, sigma_hat = dens.split(self.map_result)
-        with pm.Model(coords=self.coords(pairs)) as model:
+        v_hat, theta_hat, sigma_hat = dens.split(prepared.map_result)
+        with pm.Model(coords=self.coords(prepared)) as model:
             sigma = pm.HalfNormal(
                 "sigma_eps", sigma=float(self.model_config["sigma_eps_scale"]), initval=sigma_hat
             )
-            if self.whitening is None:  # direct: the plain formulation
+            if prepared.whitening is None:  # direct: the plain formulation
                 theta = pm.Flat("theta_raw", dims="feature")
                 v_raw = pm.Flat("V_raw", dims="latent")
             else:
                 u = pm.Flat("theta_white", dims="feature")
                 theta = theta_hat + pt.dot(sla.solve_triangular(lap.schur_chol.T, np.eye(f)), u)
                 z = pm.Flat("V_white", dims="latent")
-                white = self.whitening
+                white = prepared.whitening
                 dev = pt.zeros(k)[white.rows].inc(white.values * z[white.cols])
                 if len(white.coef):
                     dev = dev + pt.dot(white.basis, white.coef * pt.dot(white.basis_in.T, z))
@@ -515,11 +527,10 @@ class FeaturePotentialModel(PairModel):
             if ref is not None:
                 pm.Deterministic("V_reference", v_raw[ref])
             pm.Deterministic("theta_std", theta, dims="feature")
-            pm.Deterministic("theta", theta / self.standardiser.scales, dims="feature")
+            pm.Deterministic("theta", theta / prepared.standardiser.scales, dims="feature")
             pm.Deterministic("V_features", fitted, dims="state")
             spread = pt.mean((fitted - pt.mean(fitted)) ** 2)
             pm.Deterministic("feature_share", spread / (spread + sigma**2))
-        self.model = model
         return model
 
     def _reference_position(self, pairs: PairData) -> int | None:
@@ -546,10 +557,15 @@ class FeaturePotentialModel(PairModel):
 
     window_switch_freq = 80  # nutpie's default: σ_ε is sampled from a point estimate
 
-    def expand(self, posterior: xr.Dataset) -> xr.Dataset:
+    def expand(self, prepared: PreparedFeatures, posterior: xr.Dataset) -> xr.Dataset:
         return posterior[self.stored_variables]
 
-    def laplace_draws(self, draws: int, seed: int | np.random.Generator | None = None) -> dict:
+    def laplace_draws(
+        self,
+        prepared: PreparedFeatures,
+        draws: int,
+        seed: int | np.random.Generator | None = None,
+    ) -> dict:
         """Draws of the stored variables from the Laplace approximation (the ``map`` method).
 
         log σ_ε: a 5-point quadrature over its Laplace-marginal posterior (`sigma_grid`; draws
@@ -559,28 +575,34 @@ class FeaturePotentialModel(PairModel):
         (`mean_shift`). Returns arrays with a leading draw axis, in random order.
         """
         rng = np.random.default_rng(seed)
-        if self.grid is None:
-            self.grid = self.density.sigma_grid(self.map_result, self.laplace_fit)
-        counts = rng.multinomial(draws, [p.weight for p in self.grid])
-        parts = [self._node_draws(p, n, rng) for p, n in zip(self.grid, counts, strict=True) if n]
+        grid = prepared.density.sigma_grid(prepared.map_result, prepared.laplace_fit)
+        counts = rng.multinomial(draws, [p.weight for p in grid])
+        parts = [
+            self._node_draws(prepared, p, n, rng) for p, n in zip(grid, counts, strict=True) if n
+        ]
         v, theta, log_sigma = (np.concatenate(x) for x in zip(*parts, strict=True))
         order = rng.permutation(draws)
-        return self.derived(v[order], theta[order], np.exp(log_sigma[order]))
+        return self.derived(prepared, v[order], theta[order], np.exp(log_sigma[order]))
 
-    def _node_draws(self, point: GridPoint, draws: int, rng: np.random.Generator):
-        dens, lap = self.density, point.laplace
+    def _node_draws(
+        self, prepared: PreparedFeatures, point: GridPoint, draws: int, rng: np.random.Generator
+    ):
+        dens, lap = prepared.density, point.laplace
         v_hat, theta_hat, _ = dens.split(point.phi)
         d_v, d_theta = dens.gaussian_draws(lap, dens.noise(draws, rng))
         shift = np.zeros(dens.k + dens.f)
         if self.model_config["mean_correction"]:
             # Var x from the fixed 128-draw noise, not from this node's (maybe few) draws.
-            shift = self.mean_shift(dens.gaussian_draws(lap, dens.fixed_noise())[0], point.phi, lap)
+            fixed = dens.gaussian_draws(lap, dens.fixed_noise())[0]
+            shift = self.mean_shift(prepared, fixed, point.phi, lap)
         theta = (theta_hat + shift[dens.k :])[:, None] + d_theta
         v = (v_hat + shift[: dens.k])[:, None] + d_v
         jitter = (rng.random(draws) - 0.5) * point.spacing
         return v.T, theta.T, point.log_sigma + jitter
 
-    def mean_shift(self, d_v: np.ndarray, phi: np.ndarray, lap: Laplace) -> np.ndarray:
+    def mean_shift(
+        self, prepared: PreparedFeatures, d_v: np.ndarray, phi: np.ndarray, lap: Laplace
+    ) -> np.ndarray:
         """Posterior mean − mode of (V, θ*) to third order: ½ A⁻¹ Eᵀ (ℓ‴ ⊙ Var x).
 
         The binomial log-likelihood of a pair is skewed in its logit x (ℓ‴ = −w (1 − 2p)):
@@ -589,7 +611,7 @@ class FeaturePotentialModel(PairModel):
         posterior sd on simulated landscapes). Var x per pair comes from the Laplace draws
         `d_v` (K × draws, centred); one more solve with the same factors gives the shift.
         """
-        pairs, dens = self.pairs, self.density
+        pairs, dens = prepared.pairs, prepared.density
         var_x = np.var(d_v[pairs.i] - d_v[pairs.j], axis=1)
         p = expit(pairs.offset + phi[pairs.i] - phi[pairs.j])
         third = -lap.weights * (1 - 2 * p)
@@ -597,16 +619,18 @@ class FeaturePotentialModel(PairModel):
             pairs.j, third * var_x, dens.k
         )
         grad = np.concatenate([-0.5 * b, np.zeros(dens.f + 1)])
-        return self.density.newton_step(lap, grad)
+        return dens.newton_step(lap, grad)
 
-    def derived(self, v: np.ndarray, theta_std: np.ndarray, sigma: np.ndarray) -> dict:
+    def derived(
+        self, prepared: PreparedFeatures, v: np.ndarray, theta_std: np.ndarray, sigma: np.ndarray
+    ) -> dict:
         """The stored variables from draws of V (draws, K), θ* (draws, F) and σ_ε (draws,)."""
-        ref = self._reference_position(self.pairs)
-        fitted = theta_std @ self.density.z.T
+        ref = self._reference_position(prepared.pairs)
+        fitted = theta_std @ prepared.density.z.T
         spread = fitted.var(axis=1)
         out = {
             "V": v if ref is None else v - v[:, [ref]],
-            "theta": theta_std / self.standardiser.scales,
+            "theta": theta_std / prepared.standardiser.scales,
             "theta_std": theta_std,
             "sigma_eps": sigma,
             "V_features": fitted,
@@ -624,9 +648,9 @@ class FeaturePotentialModel(PairModel):
             for key, val in self.derived(v[None], theta[None], np.array([sigma])).items()
         }
 
-    def laplace_tree(self, draws: int, seed: int) -> xr.DataTree:
+    def laplace(self, prepared: PreparedFeatures, draws: int, seed: int) -> xr.DataTree:
         """The ``map`` method's posterior: `laplace_draws` in the contract layout (one chain)."""
-        values = self.laplace_draws(draws, seed)
+        values = self.laplace_draws(prepared, draws, seed)
         dims = {
             "V": ("state",),
             "theta": ("feature",),
@@ -640,30 +664,33 @@ class FeaturePotentialModel(PairModel):
         coords = {
             "chain": [0],
             "draw": np.arange(draws),
-            "state": as_names(self.pairs.states),
-            "feature": list(self.standardiser.names),
+            "state": as_names(prepared.pairs.states),
+            "feature": list(prepared.standardiser.names),
         }
-        v, theta, sigma = self.density.split(self.map_result)
+        v, theta, sigma = prepared.density.split(prepared.map_result)
         stats = xr.Dataset(
             {
                 "map_sigma_eps": sigma,
-                "map_log_sigma_curvature": self.laplace_fit.log_sigma_curvature,
+                "map_log_sigma_curvature": prepared.laplace_fit.log_sigma_curvature,
             }
         )
         return xr.DataTree.from_dict(
             {"/posterior": xr.Dataset(variables, coords=coords), "/map": stats}
         )
 
-    def extend_constant_data(self, const: xr.Dataset) -> xr.Dataset:
+    def constant_data(self, prepared: PreparedFeatures) -> xr.Dataset:
         """The pair arrays plus the raw features of the modelled states and their
         standardisation: ``features`` (state, feature), ``feature_mean``, ``feature_scale``
         (feature); attrs ``features_source`` and ``dropped_features`` (JSON list)."""
-        std = self.standardiser
+        std = prepared.standardiser
         names = list(std.names)
+        table = prepared.feature_table
         return (
-            const.assign_coords(feature=names)
+            super()
+            .constant_data(prepared)
+            .assign_coords(feature=names)
             .assign(
-                features=(("state", "feature"), self.feature_table[names].to_numpy(float)),
+                features=(("state", "feature"), table[names].to_numpy(float)),
                 feature_mean=(("feature",), std.means),
                 feature_scale=(("feature",), std.scales),
             )

@@ -16,21 +16,24 @@ Methods:
 Every result is an `xarray.DataTree` with the groups of the ARCHITECTURE contract
 (posterior, constant_data, observed_data, log_likelihood, data, sample_stats when sampled) and
 provenance in the root attrs.
+
+`fit` sees a model only through `FittableModel` (`prepare`, `build_model`, `expand`, `laplace`,
+`log_likelihood`, `constant_data`): the model object holds configuration only, what it derives
+from the data is the prepared object `prepare` returns (kept as `BayesFit.prepared`).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pymc as pm
 import xarray as xr
 
 from detailed_balance.data import Transitions
-from detailed_balance.data.names import as_names
-from detailed_balance.models import PairData, PairModel, gaussian_draws
+from detailed_balance.models import PairData
 
 from .result import BayesFit, data_group, provenance
 
@@ -54,6 +57,45 @@ DEFAULT_SAMPLER_CONFIG: dict[str, Any] = {
     "advi_method": "advi",  # or fullrank_advi (small models only)
     "progressbar": True,
 }
+
+
+class Prepared(Protocol):
+    """What a model derives from one data set (e.g. `models.PreparedPairs`)."""
+
+    @property
+    def pairs(self) -> PairData: ...
+
+
+class FittableModel(Protocol):
+    """The model side of `fit`: configuration only; everything data-dependent goes through
+    the prepared object `prepare` returns."""
+
+    name: str
+    model_config: dict[str, Any]
+
+    @property
+    def config_json(self) -> str: ...
+
+    @property
+    def stored_variables(self) -> list[str]: ...
+
+    @property
+    def sampler_variables(self) -> list[str]: ...
+
+    @property
+    def window_switch_freq(self) -> int: ...
+
+    def prepare(self, data: Transitions, llm: str | None = None, whiten: bool = True) -> Any: ...
+
+    def build_model(self, prepared: Any) -> pm.Model: ...
+
+    def expand(self, prepared: Any, posterior: xr.Dataset) -> xr.Dataset: ...
+
+    def laplace(self, prepared: Any, draws: int, seed: int) -> xr.DataTree: ...
+
+    def log_likelihood(self, prepared: Any, posterior: xr.Dataset) -> xr.Dataset: ...
+
+    def constant_data(self, prepared: Any) -> xr.Dataset: ...
 
 
 def sampler_config(**overrides: Any) -> dict[str, Any]:
@@ -80,7 +122,7 @@ def sampler_config(**overrides: Any) -> dict[str, Any]:
 
 
 def fit(
-    model: PairModel,
+    model: FittableModel,
     data: Transitions,
     method: str = "nuts",
     draws: int | None = None,
@@ -112,36 +154,40 @@ def fit(
     timings: dict[str, float] = {}
     start = time.perf_counter()
     if method == "map":  # the numpy MAP + Laplace need no PyMC graph and no whitening
-        model.prepare(data, llm, whiten=False)
+        prepared = model.prepare(data, llm, whiten=False)
         pm_model = None
     else:
-        pm_model = model.build_model(data, llm)
+        prepared = model.prepare(data, llm)
+        pm_model = model.build_model(prepared)
     timings["build"] = time.perf_counter() - start
     start = time.perf_counter()
     if method == "nuts":
-        tree = _nuts(model, pm_model, config)
+        tree = _nuts(model, prepared, pm_model, config)
         used_sampler = config["sampler"]
     elif method == "advi":
         tree = _advi(model, pm_model, config)
         used_sampler = f"pymc.{config['advi_method']}"
     else:
-        tree = _laplace(model, config)
+        draws = int(config["draws"]) * int(config["chains"])
+        tree = model.laplace(prepared, draws, int(config["seed"]))
         used_sampler = "lbfgs+laplace"
     timings["inference"] = time.perf_counter() - start
     start = time.perf_counter()
-    tree = _complete(tree, model, data, method, used_sampler, config)
+    tree = _complete(tree, model, prepared, data, method, used_sampler, config)
     timings["postprocess"] = time.perf_counter() - start
-    return BayesFit(tree, data, model, model.pairs.llm, timings)
+    return BayesFit(tree, data, model, prepared.pairs.llm, timings, prepared)
 
 
-def _nuts(model: PairModel, pm_model: pm.Model, config: dict[str, Any]) -> xr.DataTree:
+def _nuts(
+    model: FittableModel, prepared: Any, pm_model: pm.Model, config: dict[str, Any]
+) -> xr.DataTree:
     if config["sampler"] == "nutpie":
         # nutpie directly: `pm.sample(nuts_sampler="nutpie")` adds ~7 s of wrapping at paper
         # scale (initial-point functions, trace conversion) to the same compiled sampler.
         import nutpie
 
         if config["window_switch_freq"] is None:
-            config["window_switch_freq"] = int(getattr(model, "window_switch_freq", 80))
+            config["window_switch_freq"] = int(model.window_switch_freq)
         # nutpie stores the sampled coordinates in any case; V, A and the loop affinities
         # are computed from them afterwards (`expand`), not stored a second time per draw.
         compiled = nutpie.compile_pymc_model(
@@ -179,7 +225,7 @@ def _nuts(model: PairModel, pm_model: pm.Model, config: dict[str, Any]) -> xr.Da
                 },
             )
     if config["sampler"] == "nutpie":
-        posterior = model.expand(tree["posterior"].to_dataset())
+        posterior = model.expand(prepared, tree["posterior"].to_dataset())
     else:
         posterior = tree["posterior"].to_dataset()[model.stored_variables]
     groups = {"/posterior": posterior}
@@ -188,7 +234,7 @@ def _nuts(model: PairModel, pm_model: pm.Model, config: dict[str, Any]) -> xr.Da
     return xr.DataTree.from_dict(groups)
 
 
-def _advi(model: PairModel, pm_model: pm.Model, config: dict[str, Any]) -> xr.DataTree:
+def _advi(model: FittableModel, pm_model: pm.Model, config: dict[str, Any]) -> xr.DataTree:
     with pm_model:
         # Numba compiles in seconds where the C backend takes ~a minute on big graphs; the
         # start (z = 0, i.e. the MAP) and unit scales are already close in whitened space,
@@ -209,104 +255,27 @@ def _advi(model: PairModel, pm_model: pm.Model, config: dict[str, Any]) -> xr.Da
     return xr.DataTree.from_dict({"/posterior": posterior, "/advi": stats})
 
 
-def _laplace(model: PairModel, config: dict[str, Any]) -> xr.DataTree:
-    """MAP (from `build_model`) + Laplace draws in one chain."""
-    own = getattr(model, "laplace_tree", None)
-    if own is not None:  # a model with its own Laplace approximation (feature potential)
-        return own(int(config["draws"]) * int(config["chains"]), int(config["seed"]))
-    pairs, density, theta = model.pairs, model.density, model.map_result.theta
-    rng = np.random.default_rng(int(config["seed"]))
-    draws = int(config["draws"]) * int(config["chains"])
-    weights = density.pair_weights(theta)
-    v_map = theta[density.layout.v]
-    h = density.prior_curvature(pairs.centre(v_map), density.sigma(theta))
-    tau = density.tau(theta)
-    tau_pairs = tau * density.a_mask if density.layout.nonequilibrium else 0.0
-    dv, da = gaussian_draws(pairs, weights, h, draws, rng, tau_pairs)
-    v_draws = v_map + dv
-    report = pairs.with_reference(model.model_config["reference"])
-    variables: dict[str, Any] = {"V": (("chain", "draw", "state"), report.centre(v_draws)[None])}
-    if density.layout.fitted_sigma:
-        variables["sigma_V"] = (("chain", "draw"), np.full((1, draws), density.sigma(theta)))
-    if density.layout.nonequilibrium:
-        a = theta[density.layout.a] + da
-        antisym = tau * density.a_mask * a
-        cp = pairs.cycle_pairs
-        variables["A"] = (("chain", "draw", "pair"), antisym[None])
-        variables["tau_A"] = (("chain", "draw"), np.full((1, draws), tau))
-        loops = antisym[:, cp[:, 0]] + antisym[:, cp[:, 1]] - antisym[:, cp[:, 2]]
-        variables["loop_affinity"] = (("chain", "draw", "cycle"), loops[None])
-    coords = {
-        "chain": [0],
-        "draw": np.arange(draws),
-        **{k: v for k, v in model.coords(pairs).items() if k != "latent"},
-    }
-    posterior = xr.Dataset(variables, coords=coords)
-    stats = xr.Dataset(
-        {
-            "map_logp": model.map_result.logp,
-            "map_iterations": model.map_result.iterations,
-            "map_converged": model.map_result.converged,
-        }
-    )
-    return xr.DataTree.from_dict({"/posterior": posterior, "/map": stats})
-
-
-def constant_data(pairs: PairData) -> xr.Dataset:
-    """The pair arrays of the fit (contract names) with state names as coordinates."""
-    names = as_names(pairs.states)  # objects: `astype(str)` copies each at the longest width
-    cycles = as_names(pairs.cycle_names).reshape(-1, 3)
-    return xr.Dataset(
-        {
-            "pair_f": ("pair", names[pairs.i]),
-            "pair_g": ("pair", names[pairs.j]),
-            "pair_i": ("pair", pairs.i.astype(np.int64)),
-            "pair_j": ("pair", pairs.j.astype(np.int64)),
-            "n_fg": ("pair", pairs.n_fg.astype(np.int64)),
-            "n_gf": ("pair", pairs.n_gf.astype(np.int64)),
-            "N_f": ("pair", pairs.N_f),
-            "N_g": ("pair", pairs.N_g),
-            "visits": ("state", pairs.visits),
-            "component": ("state", pairs.component.astype(np.int64)),
-            "bounded": ("state", pairs.bounded),
-            "centring_weight": ("state", pairs.weights),
-            "cycle_a": ("cycle", cycles[:, 0]),
-            "cycle_b": ("cycle", cycles[:, 1]),
-            "cycle_c": ("cycle", cycles[:, 2]),
-            "cycle_pair_ab": ("cycle", pairs.cycle_pairs[:, 0].astype(np.int64)),
-            "cycle_pair_bc": ("cycle", pairs.cycle_pairs[:, 1].astype(np.int64)),
-            "cycle_pair_ac": ("cycle", pairs.cycle_pairs[:, 2].astype(np.int64)),
-        },
-        coords={
-            "pair": np.arange(pairs.n_pairs),
-            "state": names,
-            "cycle": np.arange(pairs.n_cycles),
-        },
-    )
-
-
 def _complete(
     tree: xr.DataTree,
-    model: PairModel,
+    model: FittableModel,
+    prepared: Any,
     data: Transitions,
     method: str,
     sampler: str,
     config: dict[str, Any],
 ) -> xr.DataTree:
     """Add constant/observed data, pointwise log-likelihood, the data tables and provenance."""
-    pairs = model.pairs
+    pairs = prepared.pairs
     groups = {f"/{name}": tree[name].to_dataset() for name in tree.children}
     posterior = groups["/posterior"]
-    groups["/constant_data"] = constant_data(pairs)
-    if hasattr(model, "extend_constant_data"):  # model-specific data (feature potential)
-        groups["/constant_data"] = model.extend_constant_data(groups["/constant_data"])
+    groups["/constant_data"] = model.constant_data(prepared)
     groups["/observed_data"] = xr.Dataset(
         {"n_fg": ("pair", pairs.n_fg.astype(np.int64))}, coords={"pair": np.arange(pairs.n_pairs)}
     )
-    groups["/log_likelihood"] = model.log_likelihood(posterior)
+    groups["/log_likelihood"] = model.log_likelihood(prepared, posterior)
     groups["/data"] = data_group(data)
     out = xr.DataTree.from_dict(groups)
-    attrs = provenance(model, data, method, sampler, config, int(config["seed"]), pairs.llm)
+    attrs = provenance(model, pairs, data, method, sampler, config, int(config["seed"]))
     out.attrs.update(attrs)
     out["posterior"].attrs.update(
         {"method": method, "unidentified_states": attrs["unidentified_states"]}

@@ -20,7 +20,7 @@ import xarray as xr
 from detailed_balance.data import DataError, Transitions
 from detailed_balance.data.files import atomic_path
 from detailed_balance.data.names import as_names
-from detailed_balance.models import PairModel, model_from_name, pair_data
+from detailed_balance.models import PairData, PairModel, model_from_name, pair_data
 
 
 class FitFileError(DataError):
@@ -30,13 +30,23 @@ class FitFileError(DataError):
 
 @dataclass
 class BayesFit:
-    """A fitted pair model: ``posterior`` (xarray.DataTree), the ``data`` and the ``model``."""
+    """A fitted pair model: ``posterior`` (xarray.DataTree), the ``data``, the ``model``
+    (configuration only) and ``prepared``, what the model derived from these data (pair
+    arrays, density, MAP, whitening; None for a fit read from a file)."""
 
     posterior: xr.DataTree
     data: Transitions
     model: PairModel
     llm: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    prepared: Any = None
+
+    @property
+    def pairs(self) -> PairData:
+        """The pair arrays of the fitted data (rebuilt from the data for a loaded fit)."""
+        if self.prepared is not None:
+            return self.prepared.pairs
+        return pair_data(self.data, self.llm)
 
     @property
     def method(self) -> str:
@@ -221,7 +231,6 @@ def load_fit(path: str | Path, model: PairModel | None = None) -> BayesFit:
     if data.data_hash() != attrs.get("data_hash"):
         raise FitFileError(f"{path}: the stored data do not match their hash; the file is damaged.")
     llm = str(attrs.get("llm")) or None
-    saved.pairs = pair_data(data, llm).with_reference(saved.model_config["reference"])
     return BayesFit(tree, data, saved, llm)
 
 
@@ -236,17 +245,17 @@ def package_version() -> str:
 
 def provenance(
     model: PairModel,
+    pairs: PairData,
     data: Transitions,
     method: str,
     sampler: str,
     sampler_config: dict[str, Any],
     seed: int,
-    llm: str,
 ) -> dict[str, Any]:
     """Root attrs recorded with every fit."""
     from datetime import UTC, datetime
 
-    pairs = model.pairs
+    llm = pairs.llm
     return {
         "package_version": package_version(),
         "data_hash": data.data_hash(),
