@@ -55,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_clean(summary)))
     else:
+        from detailed_balance.reports.evidence import format_bayes, format_summary
+
         print(format_summary(summary))
         if verdict is not None:
-            from detailed_balance.reports.evidence import format_bayes
-
             print(f"\n{format_bayes(verdict.evidence)}")
     return 0
 
@@ -85,30 +85,3 @@ def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def format_summary(summary: dict) -> str:
-    """A readable table of the check summaries."""
-    titles = {
-        "detailed_balance": "detailed-balance scatter (pairs seen ≥2× each way)",
-        "loops": "3-cycle loop balance",
-        "downhill": "downhill fraction (T > 0.05)",
-        "potential_fit": "Gaussian fit of V (states sampled ≥2×)",
-        "action": "action size (value vs 1/(√π σ))",
-    }
-    lines = []
-    for key, title in titles.items():
-        values = summary.get(key)
-        cells = (
-            "no data" if values is None else ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
-        )
-        lines.append(f"{title:<48} {cells}")
-    return "\n".join(lines)

@@ -1,8 +1,10 @@
-"""The evidence table of a detailed-balance verdict: one list of rows, shown two ways.
+"""The evidence table of a detailed-balance verdict: one list of rows, shown two ways; and the
+paper's checks as text.
 
 `evidence_rows(evidence)` are the (quantity, value) rows of the ``bayes`` object (the
 `evidence` of a `diagnostics.Verdict`); `evidence_table` is them as a DataFrame (the report's
 "Evidence" table) and `format_bayes` as text (what ``check --posterior`` and the demo print).
+`format_summary` is the text of the ``check --json`` object (the paper's checks).
 """
 
 from __future__ import annotations
@@ -65,4 +67,31 @@ def format_bayes(evidence: dict[str, Any]) -> str:
     lines = ["Bayesian detailed-balance tests"]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
     lines += [f"  - {r}" for r in evidence.get("reasons", [])]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A readable table of the check summaries."""
+    titles = {
+        "detailed_balance": "detailed-balance scatter (pairs seen ≥2× each way)",
+        "loops": "3-cycle loop balance",
+        "downhill": "downhill fraction (T > 0.05)",
+        "potential_fit": "Gaussian fit of V (states sampled ≥2×)",
+        "action": "action size (value vs 1/(√π σ))",
+    }
+    lines = []
+    for key, title in titles.items():
+        values = summary.get(key)
+        cells = (
+            "no data" if values is None else ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+        )
+        lines.append(f"{title:<48} {cells}")
     return "\n".join(lines)

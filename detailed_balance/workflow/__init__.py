@@ -9,11 +9,11 @@ Public API::
     bayes_check, bayes_from_files     # the verdict, fitting the model it lacks (check --posterior)
     compute_evidence, build_report, write_report   # the report of one fit (report)
     compare_llms, llm_verdict         # the hierarchy over several LLMs + their verdicts (compare)
-    run_compare_demo                  # two simulated LLMs → compare.html (demo)
+    run_demo, run_compare_demo        # the demo end to end; two simulated LLMs → compare.html
 """
 
 from .compare import compare_llms, llm_verdict, usable_llms
-from .demo import DEMO_BETAS, run_compare_demo
+from .demo import DEMO_BETAS, run_compare_demo, run_demo
 from .report import build_report, compute_evidence, write_report
 from .verdict import QUICK_METHODS, bayes_check, bayes_from_files
 
@@ -27,6 +27,7 @@ __all__ = [
     "compute_evidence",
     "llm_verdict",
     "run_compare_demo",
+    "run_demo",
     "usable_llms",
     "write_report",
 ]
