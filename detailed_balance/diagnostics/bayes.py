@@ -56,8 +56,10 @@ from ._fitdata import (
     centre_by_label,
     fit_arrays,
     interval,
+    stack_draws,
 )
 from .convergence import MCMC_METHODS, convergence
+from .paper import downhill_tally
 
 FDR_Q = 0.05
 CI = 0.9
@@ -505,10 +507,13 @@ def loo_compare(eq: Any, neq: Any, *, max_draws: int | None = LOO_MAX_DRAWS) -> 
 
 
 # -- the paper's numbers, with intervals ------------------------------------------------------
-def bayes_downhill(result: Any, threshold: float = 0.05, *, ci: float = CI) -> dict[str, Any]:
+def bayes_downhill(
+    result: Any, threshold: float = 0.05, *, ci: float = CI, variable: str = "V"
+) -> dict[str, Any]:
     """Posterior of the paper's downhill fraction: moves with T = min(1, n/N₀) > `threshold`
     that go to lower V, computed per draw. ``{"mean", "lower", "upper", "n"}``; n is the
-    number of such moves (directed, distinct)."""
+    number of such moves (directed, distinct). `variable` names another per-state potential
+    of the posterior to judge the moves by (e.g. the feature part ``V_features``)."""
     fit = fit_arrays(result)
     rate_fg = np.minimum(1.0, fit.n_fg / fit.N_f)
     rate_gf = np.minimum(1.0, fit.n_gf / fit.N_g)
@@ -518,10 +523,15 @@ def bayes_downhill(result: Any, threshold: float = 0.05, *, ci: float = CI) -> d
     dst = np.concatenate([fit.pair_j[fwd], fit.pair_i[bwd]])
     if len(src) == 0:
         return {"mean": None, "lower": None, "upper": None, "n": 0}
-    fractions = []
-    v = fit.V()
-    for chunk in _chunks(fit.n_samples):
-        fractions.append(np.mean(v[chunk][:, dst] < v[chunk][:, src], axis=1))
+    if variable == "V":
+        v = fit.V()
+    else:
+        da = fit.tree["posterior"][variable]
+        v = stack_draws(da.sel(state=np.asarray(fit.states, dtype=object)), "state")
+    fractions = [
+        downhill_tally(v[chunk][:, dst] - v[chunk][:, src])["fraction_down"]
+        for chunk in _chunks(fit.n_samples)
+    ]
     return {**_summary(np.concatenate(fractions), ci), "n": int(len(src))}
 
 

@@ -185,14 +185,7 @@ def feature_downhill(fit: Any, threshold: float = 0.05, ci: float = CI) -> dict[
     """The paper's downhill fraction (moves with T > `threshold` that go to lower V) under the
     fitted *feature* potential x·θ alone, per draw: ``{mean, lower, upper, n}`` — the analogue
     of the paper's 69.56% for its hand-built parametric potential."""
-    tree = _tree(fit)
-    post = tree["posterior"].to_dataset()
-    swapped = post.drop_vars("V").assign(V=post["V_features"])
-    data = {"/": xr.Dataset(attrs=tree.attrs), "posterior": swapped}
-    for name, child in tree.children.items():
-        if name != "posterior":
-            data[name] = child.to_dataset()
-    return bayes_downhill(xr.DataTree.from_dict(data), threshold, ci=ci)
+    return bayes_downhill(_tree(fit), threshold, ci=ci, variable="V_features")
 
 
 def compare_free(feature_fit: Any, free_fit: Any) -> dict[str, Any]:
