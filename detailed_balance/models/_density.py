@@ -57,16 +57,6 @@ def softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)
 
 
-def binomial_loglik(
-    n_fg: np.ndarray, trials: np.ndarray, logit: np.ndarray, const: np.ndarray | None = None
-) -> np.ndarray:
-    """Exact log Binomial(n_fg | m, logit⁻¹(x)) elementwise (broadcasts over draws);
-    `const` is log C(m, n_fg) when the caller has it already (blocks of draws)."""
-    if const is None:
-        const = binomial_const(n_fg, trials)
-    return const + n_fg * logit - trials * softplus(logit)
-
-
 def pointwise_loglik(
     n_fg: np.ndarray,
     trials: np.ndarray,

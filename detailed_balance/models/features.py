@@ -640,14 +640,6 @@ class FeaturePotentialModel(PairModel):
             out["V_reference"] = v[:, ref]
         return out
 
-    def map_point(self) -> dict:
-        """The stored variables at the MAP (one draw)."""
-        v, theta, sigma = self.density.split(self.map_result)
-        return {
-            key: val[0]
-            for key, val in self.derived(v[None], theta[None], np.array([sigma])).items()
-        }
-
     def laplace(self, prepared: PreparedFeatures, draws: int, seed: int) -> xr.DataTree:
         """The ``map`` method's posterior: `laplace_draws` in the contract layout (one chain)."""
         values = self.laplace_draws(prepared, draws, seed)

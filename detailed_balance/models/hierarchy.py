@@ -24,8 +24,8 @@ Why the defaults are what they are (measured; see the README section `reports`):
   is correct, not a bias, but the reference LLM is best chosen as one with plenty of data.
 
 The class follows the lazy lifecycle: the constructor only stores configuration; `build_model`
-makes the PyMC model; `detailed_balance.sampling.fit` (or `fit_hierarchy`) samples it; and
-`postprocess` turns raw draws into the gauge-fixed DataTree layout.
+makes the PyMC model; `sample` samples it; and `postprocess` turns raw draws into the
+gauge-fixed DataTree layout.
 """
 
 from __future__ import annotations
