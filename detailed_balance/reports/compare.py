@@ -19,6 +19,7 @@ from scipy.special import gammaln
 
 from detailed_balance.data import Transitions
 from detailed_balance.data.names import as_names
+from detailed_balance.diagnostics import downhill_tally
 from detailed_balance.models.hierarchy import (
     interval,
     landscape_correlations,
@@ -142,9 +143,9 @@ def downhill_draws(data: Transitions, tree: xr.DataTree, llm: str, threshold: fl
     if not ok.any():
         return np.full(values.shape[0], np.nan)
     vs, vd = values[:, src[ok]], values[:, dst[ok]]
-    known = np.isfinite(vs) & np.isfinite(vd)
-    down = (vd < vs) & known
-    return down.sum(axis=1) / np.maximum(known.sum(axis=1), 1)
+    drop = np.where(np.isfinite(vs) & np.isfinite(vd), vd - vs, np.nan)
+    tally = downhill_tally(drop)
+    return tally["down"] / np.maximum(tally["known"], 1)
 
 
 # -- the per-LLM table -------------------------------------------------------------------------
