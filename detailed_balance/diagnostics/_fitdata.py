@@ -338,6 +338,21 @@ def interval(draws: np.ndarray, ci: float, axis: int = 0) -> tuple[np.ndarray, n
     return lo, hi
 
 
+def interval_summary(draws: np.ndarray, ci: float, *, sd: bool = False) -> dict[str, float]:
+    """``{"mean", "lower", "upper"}`` (and ``"sd"``, ddof 1, when asked) of scalar draws: the
+    one interval summary the diagnostics report."""
+    lo, hi = interval(draws, ci)
+    out = {"mean": float(np.mean(draws)), "lower": float(lo), "upper": float(hi)}
+    if sd:
+        out = {
+            "mean": out["mean"],
+            "sd": float(np.std(draws, ddof=1)) if len(draws) > 1 else 0.0,
+            "lower": out["lower"],
+            "upper": out["upper"],
+        }
+    return out
+
+
 def centre_by_label(v: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """`v` (..., states) minus, in every draw, the mean over the states sharing a label.
 

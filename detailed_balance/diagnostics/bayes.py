@@ -56,6 +56,7 @@ from ._fitdata import (
     centre_by_label,
     fit_arrays,
     interval,
+    interval_summary,
     stack_draws,
 )
 from .convergence import MCMC_METHODS, convergence
@@ -377,8 +378,7 @@ def cycle_violations(result: Any, fdr: float = FDR_Q, *, ci: float = CI) -> pd.D
 
 
 def _summary(draws: np.ndarray, ci: float) -> dict[str, float]:
-    lo, hi = interval(draws, ci)
-    return {"mean": float(np.mean(draws)), "lower": float(lo), "upper": float(hi)}
+    return interval_summary(draws, ci)
 
 
 def tau_a_summary(result: Any, ci: float = CI) -> dict[str, float] | None:

@@ -21,6 +21,7 @@ from detailed_balance.data import DataError
 from detailed_balance.data.names import as_names
 from detailed_balance.features import FeatureSource, resolve_features
 
+from ._fitdata import interval_summary, stack_draws
 from .bayes import bayes_downhill, loo_compare
 
 CI = 0.9
@@ -52,19 +53,11 @@ def has_features(fit: Any) -> bool:
 
 
 def _draws(da: xr.DataArray, dim: str | None = None) -> np.ndarray:
-    order = [d for d in ("chain", "draw") if d in da.dims] + ([dim] if dim else [])
-    values = da.transpose(*order).to_numpy()
-    return values.reshape(-1) if dim is None else values.reshape(-1, da.sizes[dim])
+    return stack_draws(da, dim)
 
 
 def _summary(draws: np.ndarray, ci: float) -> dict[str, float]:
-    lo, hi = np.quantile(draws, [(1 - ci) / 2, (1 + ci) / 2], axis=0)
-    return {
-        "mean": float(np.mean(draws)),
-        "sd": float(np.std(draws, ddof=1)) if len(draws) > 1 else 0.0,
-        "lower": float(lo),
-        "upper": float(hi),
-    }
+    return interval_summary(draws, ci, sd=True)
 
 
 def theta_summary(fit: Any, ci: float = CI, *, standardised: bool = False) -> pd.DataFrame:
