@@ -14,14 +14,12 @@ Public API::
 """
 
 from .compare import Comparison, comparison_document, discovery_curve, llm_table
+from .compare_figures import beta_forest_figure, discovery_figure, landscape_scatter_figure
 from .document import Document
 from .evidence import evidence_table, format_bayes
 from .figures import (
-    beta_forest_figure,
     db_scatter_figure,
-    discovery_figure,
     landscape_graph_figure,
-    landscape_scatter_figure,
     loop_balance_figure,
     point_tree,
     potential_distribution_figure,

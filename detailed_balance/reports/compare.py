@@ -27,8 +27,8 @@ from detailed_balance.models.hierarchy import (
     temperature_table,
 )
 
+from .compare_figures import beta_forest_figure, discovery_figure, landscape_scatter_figure
 from .document import Document
-from .figures import beta_forest_figure, discovery_figure, landscape_scatter_figure
 from .text import label
 
 # Names an agent may give its pooled "not a valid state" outcome; never counted as discovered.
