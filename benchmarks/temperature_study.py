@@ -21,7 +21,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import pandas as pd  # noqa: E402
 
-from detailed_balance.models.hierarchy import HierarchicalModel, sample  # noqa: E402
+from detailed_balance.models.hierarchy import HierarchicalModel  # noqa: E402
+from detailed_balance.sampling import sample  # noqa: E402
 from detailed_balance.simulation import simulate_panel  # noqa: E402
 
 BETAS = {"hot": 0.5, "ref": 1.0, "cold": 2.0}

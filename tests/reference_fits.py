@@ -19,9 +19,9 @@ def reference_fits() -> dict[str, np.ndarray]:
 
     from detailed_balance import simulate
     from detailed_balance.models import EquilibriumModel, FeaturePotentialModel, NonEquilibriumModel
-    from detailed_balance.models.hierarchy import HierarchicalModel, sample
+    from detailed_balance.models.hierarchy import HierarchicalModel
+    from detailed_balance.sampling import fit, sample
     from detailed_balance.simulation import simulate_panel
-    from detailed_balance.sampling import fit
 
     sim = simulate(60, 3000, seed=11)
     driven = simulate(60, 3000, drive=0.8, seed=12)

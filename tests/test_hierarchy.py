@@ -15,9 +15,9 @@ from detailed_balance.models.hierarchy import (
     landscape_correlations,
     odd_one_out,
     panel_arrays,
-    sample,
     temperature_table,
 )
+from detailed_balance.sampling import BayesFit, fit, sample
 from detailed_balance.simulation import metropolis_kernel, simulate_panel
 
 
@@ -74,8 +74,8 @@ def test_panel_arrays_match_hand_counts():
 def test_likelihood_equals_hand_binomial():
     data = tiny_panel()
     model = HierarchicalModel({"reference": "x"})
-    pm_model = model.build_model(data)
-    arrays = model.arrays
+    arrays = model.prepare(data)
+    pm_model = model.build_model(arrays)
     rng = np.random.default_rng(3)
     mu_raw = rng.normal(size=3)
     delta_raw = rng.normal(size=len(arrays.cell_llm))
@@ -101,7 +101,7 @@ def test_likelihood_equals_hand_binomial():
 def test_one_llm_is_refused_and_bad_config_named():
     one = tiny_panel().select("x")
     with pytest.raises(DataError, match="at least two LLMs"):
-        HierarchicalModel().build_model(one)
+        HierarchicalModel().prepare(one)
     with pytest.raises(ValueError, match="unknown model_config"):
         HierarchicalModel({"temperature": 1})
     with pytest.raises(DataError, match="reference LLM 'z'"):
@@ -140,6 +140,23 @@ def test_metropolis_kernel_is_reversible_at_its_temperature():
         i, j = edges[:, 0], edges[:, 1]
         np.testing.assert_allclose(np.log(kernel[i, j] / kernel[j, i]), beta * (v[i] - v[j]))
         assert kernel.sum(axis=1).max() <= 1.0
+
+
+def test_hierarchy_is_fitted_through_fit_like_every_model():
+    """`fit(HierarchicalModel(), data)` is a `BayesFit` whose posterior is the tree `sample`
+    gives (same MAP point); the model object keeps no fitted state."""
+    panel = simulate_panel({"a": 1.0, "b": 0.6}, n_states=30, visits=40, seed=5)
+    model = HierarchicalModel()
+    result = fit(model, panel.data, method="map", seed=2, progressbar=False)
+    assert isinstance(result, BayesFit) and result.model is model
+    assert set(vars(model)) == {"model_config"}
+    assert result.prepared.llms == ["a", "b"] and result.posterior.attrs["sampler"] == "find_MAP"
+    tree = sample(HierarchicalModel(), panel.data, method="map", seed=2)
+    for name in ("V", "beta", "tau_delta", "landscape_correlation"):
+        np.testing.assert_array_equal(
+            result.posterior["posterior"][name].to_numpy(), tree["posterior"][name].to_numpy()
+        )
+    assert result.posterior["posterior"]["beta"].sel(llm="a").item() == 1.0  # the reference
 
 
 @pytest.mark.slow

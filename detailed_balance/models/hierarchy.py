@@ -23,9 +23,10 @@ Why the defaults are what they are (measured; see the README section `reports`):
 * μ is weighted by Fisher information, β_m² × counts: the coldest, busiest LLM dominates μ. That
   is correct, not a bias, but the reference LLM is best chosen as one with plenty of data.
 
-The class follows the lazy lifecycle: the constructor only stores configuration; `build_model`
-makes the PyMC model; `sample` samples it; and `postprocess` turns raw draws into the
-gauge-fixed DataTree layout.
+The model follows the pair models' lifecycle: the constructor only stores configuration;
+`prepare(data)` returns the `PanelArrays` (nothing is stored on the model); `build_model(arrays)`
+makes the PyMC model; `detailed_balance.sampling.fit` samples it, like every model; and
+`postprocess(arrays, draws)` turns raw draws into the gauge-fixed DataTree layout.
 """
 
 from __future__ import annotations
@@ -166,8 +167,6 @@ class HierarchicalModel:
                 f"deviations must be 'per_llm' or 'shared', not {config['deviations']!r}"
             )
         self.model_config = config
-        self.arrays: PanelArrays | None = None
-        self.pymc_model: pm.Model | None = None
 
     def config_json(self) -> str:
         """The model config as canonical JSON (stored in a fit's attrs; `load` compares it)."""
@@ -181,11 +180,16 @@ class HierarchicalModel:
             "cell": np.arange(len(arrays.cell_llm)),
         }
 
-    def build_model(self, data: Transitions) -> pm.Model:
+    def prepare(
+        self, data: Transitions, llm: str | None = None, whiten: bool = True
+    ) -> PanelArrays:
+        """Every LLM's pairs on the shared state index (all LLMs: `llm` and `whiten`, there
+        for the common model interface, are ignored)."""
+        return panel_arrays(data, self.model_config["reference"])
+
+    def build_model(self, arrays: PanelArrays) -> pm.Model:
         """The PyMC model (non-centred; the likelihood is one vectorised Binomial over rows)."""
         cfg = self.model_config
-        arrays = panel_arrays(data, cfg["reference"])
-        self.arrays = arrays
         n_llm = len(arrays.llms)
         ref = arrays.llms.index(arrays.reference)
         others = np.array([m for m in range(n_llm) if m != ref], dtype=np.int64)
@@ -222,11 +226,10 @@ class HierarchicalModel:
                 observed=arrays.n_fg,
                 dims="pair",
             )
-        self.pymc_model = model
         return model
 
     # -- turning raw draws into the reported, gauge-fixed layout ----------------------------------
-    def postprocess(self, idata: xr.DataTree, data: Transitions) -> xr.DataTree:
+    def postprocess(self, arrays: PanelArrays, idata: xr.DataTree) -> xr.DataTree:
         """Add gauge-fixed `V`, `V_llm`, `delta`, `landscape_correlation` and constant data.
 
         V (chain, draw, state): μ centred per connected component (reference kT units).
@@ -236,7 +239,6 @@ class HierarchicalModel:
         landscape_correlation (chain, draw, llm_a, llm_b): Pearson r of μ + δ over the states
         both LLMs saw: do the two LLMs descend the same landscape?
         """
-        arrays = self.arrays if self.arrays is not None else panel_arrays(data)
         raw = idata["posterior"].to_dataset()
         mu = raw["mu"].transpose("chain", "draw", "state").to_numpy()
         chains, draws, n = mu.shape
@@ -353,101 +355,6 @@ def _landscape_correlation(landscape: np.ndarray, observed: np.ndarray) -> np.nd
                 r = (x * y).sum(-1) / np.sqrt((x * x).sum(-1) * (y * y).sum(-1))
             out[:, :, a, b] = out[:, :, b, a] = r
     return out
-
-
-def sample(
-    model: HierarchicalModel,
-    data: Transitions,
-    *,
-    method: str = "nuts",
-    draws: int = 1000,
-    tune: int = 1000,
-    chains: int = 4,
-    seed: int = 1,
-    progressbar: bool = False,
-    sampler: str = "nutpie",
-    **kwargs: Any,
-) -> xr.DataTree:
-    """Build, sample and post-process the hierarchical model; provenance in root attrs.
-
-    method: "nuts" (NUTS via `sampler`, default nutpie), "advi" (mean-field ADVI, `draws` draws
-    from the approximation) or "map" (point estimate; one chain with a single draw — the
-    hierarchical scales collapse at a MAP, so use it for plumbing, not for intervals).
-    """
-    pymc_model = model.build_model(data)
-    with pymc_model:
-        if method == "nuts":
-            idata = pm.sample(
-                draws=draws,
-                tune=tune,
-                chains=chains,
-                random_seed=seed,
-                nuts_sampler=sampler,
-                progressbar=progressbar,
-                **kwargs,
-            )
-            pm.compute_log_likelihood(idata, progressbar=False)
-        elif method == "advi":
-            approx = pm.fit(
-                n=int(kwargs.pop("n", 20000)),
-                method="advi",
-                random_seed=seed,
-                progressbar=progressbar,
-                **kwargs,
-            )
-            idata = approx.sample(draws, random_seed=seed)
-            pm.compute_log_likelihood(idata, progressbar=False)
-            sampler = "advi"
-        elif method == "map":
-            with warnings.catch_warnings():  # we ask for the point dict (_map_tree lays it out)
-                warnings.filterwarnings("ignore", "`find_MAP` will return", FutureWarning)
-                point = pm.find_MAP(
-                    progressbar=progressbar,
-                    random_seed=seed,
-                    jitter=False,
-                    return_inferencedata=False,
-                    **kwargs,
-                )
-            idata = _map_tree(pymc_model, point)
-            sampler = "find_MAP"
-        else:
-            raise ValueError(f"method must be 'nuts', 'advi' or 'map', not {method!r}")
-    tree = model.postprocess(idata, data)
-    tree.attrs.update(
-        {
-            "model": model.name,
-            "model_config": model.config_json(),
-            "sampler_config": json.dumps(
-                {"draws": draws, "tune": tune, "chains": chains, "method": method},
-                sort_keys=True,
-            ),
-            "sampler": sampler,
-            "method": method,
-            "seed": int(seed),
-            "data_hash": data.data_hash(),
-            "created": pd.Timestamp.now(tz="UTC").isoformat(),
-        }
-    )
-    return tree
-
-
-def _map_tree(pymc_model: pm.Model, point: dict[str, np.ndarray]) -> xr.DataTree:
-    """A one-chain, one-draw posterior group holding a MAP point (same layout as NUTS)."""
-    dims = pymc_model.named_vars_to_dims
-    coords = {k: np.asarray(v) for k, v in pymc_model.coords.items()}
-    variables = {}
-    for var in pymc_model.free_RVs + pymc_model.deterministics:
-        value = np.asarray(point[var.name])[None, None]
-        names = ("chain", "draw") + tuple(dims.get(var.name, ()))
-        if len(names) < value.ndim:
-            names += tuple(f"{var.name}_dim_{k}" for k in range(value.ndim - len(names)))
-        variables[var.name] = (names, value)
-    used = {d for names, _ in variables.values() for d in names}
-    posterior = xr.Dataset(
-        variables,
-        coords={k: v for k, v in coords.items() if k in used} | {"chain": [0], "draw": [0]},
-    )
-    return xr.DataTree.from_dict({"/posterior": posterior})
 
 
 def interval(values: xr.DataArray, ci: float = 0.9, dims: tuple[str, ...] = ("chain", "draw")):

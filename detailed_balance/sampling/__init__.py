@@ -1,8 +1,10 @@
 """Inference for the Bayesian pair models: `fit` (NUTS via nutpie, ADVI, MAP + Laplace),
+the multi-LLM hierarchy (`fit(HierarchicalModel(), data)`; `sample` returns its posterior tree),
 `BayesFit` results and `load_fit` for saved netCDF fits."""
 
 from detailed_balance.models import constant_data
 
+from .hierarchy import sample
 from .inference import DEFAULT_SAMPLER_CONFIG, METHODS, FittableModel, fit, sampler_config
 from .result import BayesFit, FitFileError, load_fit
 
@@ -15,5 +17,6 @@ __all__ = [
     "constant_data",
     "fit",
     "load_fit",
+    "sample",
     "sampler_config",
 ]

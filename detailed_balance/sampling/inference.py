@@ -34,7 +34,9 @@ import xarray as xr
 
 from detailed_balance.data import Transitions
 from detailed_balance.models import PairData
+from detailed_balance.models.hierarchy import HierarchicalModel
 
+from .hierarchy import fit_hierarchy
 from .result import BayesFit, data_group, provenance
 
 METHODS = ("nuts", "advi", "map")
@@ -122,7 +124,7 @@ def sampler_config(**overrides: Any) -> dict[str, Any]:
 
 
 def fit(
-    model: FittableModel,
+    model: FittableModel | HierarchicalModel,
     data: Transitions,
     method: str = "nuts",
     draws: int | None = None,
@@ -142,6 +144,20 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+    if isinstance(model, HierarchicalModel):  # all LLMs at once, sampled by PyMC's drivers
+        defaults = DEFAULT_SAMPLER_CONFIG
+        return fit_hierarchy(
+            model,
+            data,
+            method=method,
+            draws=defaults["draws"] if draws is None else draws,
+            tune=defaults["tune"] if tune is None else tune,
+            chains=defaults["chains"] if chains is None else chains,
+            seed=defaults["seed"] if seed is None else seed,
+            progressbar=progressbar,
+            sampler=sampler,
+            **kwargs,
+        )
     config = sampler_config(
         draws=draws,
         tune=tune,

@@ -16,9 +16,10 @@ import pandas as pd
 
 from detailed_balance.data import DataError, Transitions
 from detailed_balance.models import pair_data
-from detailed_balance.models.hierarchy import HierarchicalModel, sample
+from detailed_balance.models.hierarchy import HierarchicalModel
 from detailed_balance.reports.compare import Comparison, llm_table
 from detailed_balance.reports.text import label
+from detailed_balance.sampling import sample
 
 from .verdict import bayes_check
 
