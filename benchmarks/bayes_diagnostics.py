@@ -30,15 +30,16 @@ import xarray as xr  # noqa: E402
 from _common import machine, max_rss_mb, table, timed, timed_wall  # noqa: E402
 from scipy.special import expit  # noqa: E402
 
-from detailed_balance.diagnostics import (  # noqa: E402
+from detailed_balance.diagnostics import (  # noqa: E402  # noqa: E402
     bayes_downhill,
     bayes_verdict,
     convergence,
+    deviance,
+    log_likelihood_tree,
     loo_compare,
     pair_violations,
     ppc_pairs,
 )
-from detailed_balance.diagnostics.bayes import deviance, log_likelihood_tree  # noqa: E402
 from detailed_balance.simulation import simulate  # noqa: E402
 
 

@@ -18,18 +18,20 @@ import xarray as xr
 from scipy import stats
 
 from detailed_balance.data import Transitions
-from detailed_balance.diagnostics import downhill_fraction, loop_balance, potential_fit
-from detailed_balance.diagnostics.bayes import (
+from detailed_balance.diagnostics import (
     bayes_downhill,
     bayes_fdr,
     bayes_potential_spread,
     bayes_verdict,
     cycle_violations,
     deviance,
+    downhill_fraction,
     log_likelihood_tree,
     loo_compare,
+    loop_balance,
     loop_chi2_ppc,
     pair_violations,
+    potential_fit,
     ppc_pairs,
     truncated_binomial,
 )

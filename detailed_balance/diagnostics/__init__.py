@@ -4,18 +4,13 @@ from ._fitdata import FitError, as_tree, interval, stack_draws
 from .bayes import (
     CI,
     FDR_Q,
-    Verdict,
     bayes_downhill,
     bayes_fdr,
     bayes_potential_spread,
-    bayes_verdict,
     cycle_violations,
+    log_likelihood_tree,
     loo_compare,
-    loop_chi2_ppc,
     pair_violations,
-    ppc_pairs,
-    ppc_replicates,
-    same_data,
 )
 from .convergence import ConvergenceReport, ConvergenceWarning, convergence
 from .features import (
@@ -41,6 +36,8 @@ from .paper import (
     paper_checks,
     potential_fit,
 )
+from .ppc import deviance, loop_chi2_ppc, ppc_pairs, ppc_replicates, truncated_binomial
+from .verdict import Verdict, bayes_verdict, same_data
 
 __all__ = [
     "CI",
@@ -63,6 +60,9 @@ __all__ = [
     "loop_chi2_ppc",
     "pair_violations",
     "ppc_pairs",
+    "deviance",
+    "log_likelihood_tree",
+    "truncated_binomial",
     "ppc_replicates",
     "same_data",
     "action_size",
