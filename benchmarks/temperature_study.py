@@ -8,7 +8,7 @@ non-reference LLMs and whether their 90% intervals cover the truth.
     .venv/bin/python benchmarks/temperature_study.py [--visits 40 160 800] [--seeds 0]
 
 "wide" is the straightforward model (fixed wide prior on μ, one shared τ_δ); "fitted" is the
-default (μ ~ N(0, σ_μ) with σ_μ fitted, per-LLM τ_δ,m). Numbers in the README, section reports.
+default (μ ~ N(0, σ_μ) with σ_μ fitted, per-LLM τ_δ,m). Numbers in docs/models.md, "Hierarchical model".
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ Durability: WAL journal. Rows are buffered and committed in batches (every `batc
 batch, whose call ids simply have no row and are redone by ``--resume``. With
 ``synchronous=NORMAL`` (default) a committed batch survives a process crash; only an OS crash or
 power loss can drop the last batches. ``synchronous=FULL`` (``--fsync full``) fsyncs every
-commit (see the README for the measured cost).
+commit (measured cost: docs/benchmarks.md, "Collector").
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--loop-min-count", type=int, default=1, help="each loop edge seen at least this often"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    bayes = parser.add_argument_group("Bayesian tests (see the README's bayes section)")
+    bayes = parser.add_argument_group("Bayesian tests (see docs/diagnostics.md)")
     bayes.add_argument(
         "--posterior",
         action="append",

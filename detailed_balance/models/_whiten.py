@@ -6,7 +6,7 @@ N(0, I) and needs few leapfrog steps. The exact sparse factor of H fills in badl
 graphs (~240,000 nonzeros on the paper-scale core), Jacobi scaling leaves the whitened
 condition number in the hundreds (√κ ≈ 17), but an incomplete factor with a drop tolerance
 keeps about as many nonzeros as H (~24,000) and brings √κ to ≈ 1.7, ≈ 1.4 after the lift
-below (measured at paper scale, README "Benchmarks"):
+below (measured at paper scale, docs/benchmarks.md):
 
     Pᵀ H P ≈ L D Lᵀ  (SuperLU's ILUTP in symmetric mode: L unit lower triangular)
     B₀ = P L⁻ᵀ D^-½,   i.e. V = V* + P y with Lᵀ y = D^-½ z.

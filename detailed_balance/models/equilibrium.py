@@ -282,7 +282,7 @@ class PairModel:
         """Tuning draws between nutpie's restarts of its mass-matrix window. A restart forgets
         a transient. The equilibrium model with the wide prior has none: its chains start at
         the MAP in whitened coordinates, and one growing window adapts with less noise (150,000
-        instead of 175,000 tuning steps at paper scale, README "Benchmarks"). A sampled scale
+        instead of 175,000 tuning steps at paper scale, docs/benchmarks.md). A sampled scale
         (σ_V, τ_A) starts at a point estimate and moves (τ_A's EM estimate can stall at its
         start): nutpie's default, 80, where a growing window left R-hat 1.014 in `make demo`."""
         plain = self.model_config["V_prior"] == "wide" and not self.nonequilibrium

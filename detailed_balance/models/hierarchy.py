@@ -7,7 +7,7 @@ For LLM m and every pair (f, g) it saw in either direction, conditional on m_fg 
 with μ the shared landscape (units of kT of the reference LLM, whose β is fixed at 1),
 δ_{m,f} ~ N(0, τ_δ,m) the LLM's own deviations and β_m its inverse temperature.
 
-Why the defaults are what they are (measured; see the README section `reports`):
+Why the defaults are what they are (measured; see docs/models.md, "Hierarchical model"):
 
 * The straightforward model puts a fixed wide prior on μ and one shared τ_δ. A wide prior makes
   every μ_f an incidental parameter: integrating it out costs each state a factor

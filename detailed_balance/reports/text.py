@@ -22,7 +22,7 @@ import html
 import re
 from typing import Any
 
-#: Characters of a name shown in tables, readings and figures (README, "Reports").
+#: Characters of a name shown in tables, readings and figures (docs/reports.md).
 LABEL_CHARS = 60
 
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
