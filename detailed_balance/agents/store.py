@@ -39,6 +39,10 @@ batch, whose call ids simply have no row and are redone by ``--resume``. With
 ``synchronous=NORMAL`` (default) a committed batch survives a process crash; only an OS crash or
 power loss can drop the last batches. ``synchronous=FULL`` (``--fsync full``) fsyncs every
 commit (measured cost: docs/benchmarks.md, "Collector").
+
+One module on purpose (~770 lines): the schema, its upgrades, the writer lease and every
+query share one connection and one transaction discipline; split, the invariants above would
+be spread over files.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ plus a per-(llm, source) ``visits`` table: how many LLM calls used that state as
 Everything downstream (estimators, models, checks, reports) receives data through this class
 and its vectorised views (`moves`, `pairs`, `cycles`, components), which index states by
 position in `Transitions.states` so that several LLMs share one state index.
+
+One module on purpose (~800 lines): `Transitions` is one data type; its validation and its
+cached views (moves, pairs, cycles, components) share its private layout and cache.
 """
 
 from __future__ import annotations

@@ -36,6 +36,10 @@ gradients with one state per piece held fixed (the gauge), plus Armijo backtrack
 reaches 1e-9 in ~10 steps at paper scale and 10×. "lbfgsb" is the paper's optimiser (scipy
 L-BFGS-B, ftol=0, same gtol); on large sparse data it stalls at the float resolution of the
 summed action (~1e-7 gradient), which `converged=False` then says honestly.
+
+One module on purpose (~700 lines): the action, its gradient and Hessian, the piece
+structure and the Newton–CG / L-BFGS-B optimisers are one numerical unit whose parts share
+the same arrays and the proof above; split, each part would need the others' internals.
 """
 
 from __future__ import annotations
