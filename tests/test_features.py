@@ -30,12 +30,10 @@ from detailed_balance.features import (
     word_features,
 )
 from detailed_balance.models import EquilibriumModel
+from detailed_balance.models._feature_density import FeatureDensity
 from detailed_balance.models._pairs import pair_data
-from detailed_balance.models.features import (
-    FeatureDensity,
-    FeaturePotentialModel,
-    feature_least_action,
-)
+from detailed_balance.models.feature_least_action import feature_least_action
+from detailed_balance.models.features import FeaturePotentialModel
 from detailed_balance.reports.document import Document
 from detailed_balance.reports.features import feature_section, theta_forest_figure
 from detailed_balance.sampling import fit, load_fit

@@ -19,7 +19,7 @@ from typing import Any
 from detailed_balance.data import Transitions
 from detailed_balance.data.files import write_frame_atomic
 from detailed_balance.diagnostics import feature_share, theta_summary
-from detailed_balance.models.features import FeaturePotentialModel, feature_least_action
+from detailed_balance.models import FeaturePotentialModel, feature_least_action
 
 
 def _source(args: argparse.Namespace) -> str:

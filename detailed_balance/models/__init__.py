@@ -14,12 +14,8 @@ from .equilibrium import (
     constant_data,
     model_from_name,
 )
-from .features import (
-    FeatureLeastAction,
-    FeaturePotentialModel,
-    PreparedFeatures,
-    feature_least_action,
-)
+from .feature_least_action import FeatureLeastAction, feature_least_action
+from .features import FeaturePotentialModel, PreparedFeatures
 from .least_action import LeastActionResult, kernel_values, least_action, summed_action
 
 __all__ = [
