@@ -27,8 +27,8 @@ from markdown_it import MarkdownIt
 
 from detailed_balance.cli import main
 from detailed_balance.data import Transitions
-from detailed_balance.simulation import simulate_panel
 from detailed_balance.reports.text import LABEL_CHARS, label, markdown_text
+from detailed_balance.simulation import simulate_panel
 
 LONG = "long-" + "x" * 10_000 + "<script>alert('tail')</script>"
 HOSTILE = [
