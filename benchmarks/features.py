@@ -11,6 +11,14 @@ compilation.
 
     python benchmarks/features.py            # NUTS comparison at 2,000 states, paper scale rest
     python benchmarks/features.py --quick    # a small smoke run
+    python benchmarks/features.py --whitening [--seeds 2]  # NUTS efficiency on four generators
+
+``--whitening`` measures our NUTS alone (2 chains × `--draws` after `--tune`) on four data
+generators: `simulate` with a two-feature potential at a dense design (300 states, 30,000
+calls) and a sparse one (2,000 states, 15,000 calls), and the simulated word and
+symbolic-regression LLMs (`SimulatedLLM` kernels, counts drawn by `simulate_from_matrix`)
+with the builtin featurisers. It reports bulk ESS per second of θ and of V (min and median
+over states), max R-hat, divergences and wall time (prepare + compile + sampling).
 """
 
 from __future__ import annotations
@@ -92,6 +100,105 @@ def ours(sim, feats, draws: int, tune: int, seed: int) -> dict:
     return {"seconds": seconds, "rhat": rhat, "ess": ess, "result": result}
 
 
+# -- the whitening benchmark --------------------------------------------------------------------
+def _two_feature(n_states: int, calls: int, seed: int):
+    """simulate() on V = 0.4·a − 0.2·b + 0.5 ε (a ~ N(3, 2²), b ~ U(0, 10), as the reference fits)."""
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([rng.normal(3, 2, n_states), rng.uniform(0, 10, n_states)])
+    v = x @ np.array([0.4, -0.2]) + 0.5 * rng.standard_normal(n_states)
+    sim = simulate(n_states, calls, potential=v, seed=seed)
+    return sim.transitions, pd.DataFrame(x, columns=["a", "b"], index=sim.states)
+
+
+def _from_llm(llm, calls: int, seed: int):
+    """Counts from a SimulatedLLM's exact answer kernel (garbage answers count as no move)."""
+    from detailed_balance.simulation import simulate_from_matrix
+
+    kernel = llm.kernel()
+    order = np.argsort(np.asarray(kernel.index, dtype=str))
+    matrix = kernel.iloc[order, order].to_numpy().copy()
+    matrix[np.diag_indices_from(matrix)] += kernel["INVALID"].to_numpy()[order]
+    names = list(np.asarray(kernel.index, dtype=str)[order])
+    return simulate_from_matrix(matrix, calls, state_names=names, seed=seed).transitions
+
+
+def _words(n_states: int, calls: int, seed: int):
+    """word100 LLM over `n_states` words with V = 1.0·length − 3·vowel_share + 0.3 ε."""
+    from detailed_balance.agents.simulated import SimulatedLLM
+    from detailed_balance.agents.word100 import words_summing_to_100
+    from detailed_balance.features import word_features
+
+    rng = np.random.default_rng(seed)
+    words = rng.permutation(words_summing_to_100())[:n_states]
+    table = word_features(words)
+    v = table["length"].to_numpy() - 3.0 * table["vowel_share"].to_numpy()
+    v = v + 0.3 * rng.standard_normal(len(words))
+    llm = SimulatedLLM.word100(potential=dict(zip(words, v, strict=True)), seed=seed)
+    return _from_llm(llm, calls, seed), "builtin:words"
+
+
+def _expressions(calls: int, seed: int):
+    """symreg LLM (30 expressions, V = log10 MSE on the builtin data)."""
+    from detailed_balance.agents.simulated import SimulatedLLM
+
+    return _from_llm(SimulatedLLM.symreg(potential="score", seed=seed), calls, seed), (
+        "builtin:expressions"
+    )
+
+
+def _efficiency(data, features, draws: int, tune: int, seed: int) -> dict:
+    start = time.perf_counter()
+    result = fit(
+        FeaturePotentialModel(features), data, method="nuts", draws=draws, tune=tune,
+        chains=2, seed=seed, progressbar=False,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    tree = result.posterior
+    post = tree["posterior"].to_dataset()
+    ess = az.ess(post[["theta", "V"]], method="bulk")
+    rhat = az.rhat(post[["theta", "V", "sigma_eps"]])
+    stats = tree["sample_stats"].to_dataset()
+    return {
+        "states": post.sizes["state"],
+        "seconds": seconds,
+        "theta_min": float(ess["theta"].min()) / seconds,
+        "theta_med": float(ess["theta"].median()) / seconds,
+        "v_min": float(ess["V"].min()) / seconds,
+        "v_med": float(ess["V"].median()) / seconds,
+        "rhat": max(float(rhat[k].max()) for k in rhat.data_vars),
+        "divergences": int(stats["diverging"].sum()),
+        "steps": float(stats["n_steps"].mean()) if "n_steps" in stats else float("nan"),
+    }
+
+
+def whitening_benchmark(draws: int, tune: int, seeds: int) -> None:
+    generators = {
+        "simulate dense 300/30k": lambda s: _two_feature(300, 30_000, s),
+        "simulate sparse 2000/15k": lambda s: _two_feature(2000, 15_000, s),
+        "word100 LLM 300/6k": lambda s: _words(300, 6000, s),
+        "symreg LLM 30/3k": lambda s: _expressions(3000, s),
+    }
+    print(
+        f"NUTS of the feature model, 2 chains × {draws} after {tune}; bulk ESS per second "
+        "of theta and V (min / median over features, states), wall = prepare+compile+sample"
+    )
+    print(
+        "| generator | seed | states | wall s | θ ESS/s min | θ ESS/s med | V ESS/s min | "
+        "V ESS/s med | max R-hat | div | leapfrog/draw |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, make in generators.items():
+        for seed in range(1, seeds + 1):
+            data, features = make(seed)
+            r = _efficiency(data, features, draws, tune, seed)
+            print(
+                f"| {name} | {seed} | {r['states']} | {r['seconds']:.1f} | {r['theta_min']:.1f} "
+                f"| {r['theta_med']:.1f} | {r['v_min']:.1f} | {r['v_med']:.1f} | {r['rhat']:.3f} "
+                f"| {r['divergences']} | {r['steps']:.1f} |",
+                flush=True,
+            )
+
+
 def _line(name: str, row: dict) -> str:
     return (
         f"  {name:<16} {row['seconds']:7.1f} s   max R-hat {row['rhat']:.3f}   "
@@ -106,7 +213,12 @@ def main() -> None:
     parser.add_argument("--nuts-states", type=int, default=2000, help="NUTS comparison size")
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--tune", type=int, default=1000)
+    parser.add_argument("--whitening", action="store_true", help="NUTS efficiency only")
+    parser.add_argument("--seeds", type=int, default=1, help="data seeds per generator")
     args = parser.parse_args()
+    if args.whitening:
+        whitening_benchmark(args.draws, args.tune, args.seeds)
+        return
     if args.quick:
         args.states, args.nuts_states, args.draws, args.tune = 600, 300, 300, 300
 
