@@ -24,11 +24,14 @@ The provider is registered lazily under the name ``simulated`` the first time a 
 activated (never at import). Which simulator answers ``simulated/NAME`` is looked up in a
 context variable set by `SimulatedLLM.active()`, so tests and runs do not leak into each other;
 ``simulated/word100`` and ``simulated/symreg`` fall back to the default landscapes.
+
+This module is the simulator (its truth, answering rule, faults and activation); the built-in
+vocabularies, garbage answers and the seeded draw of V are in `_simulated_presets`, and the
+litellm `CustomLLM` that renders an answer as a litellm response is in `_simulated_provider`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import contextlib
 import itertools
@@ -42,57 +45,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+from ._simulated_presets import SYMREG_GARBAGE, SYMREG_VOCABULARY, WORD100_GARBAGE, _potential
+from ._simulated_provider import PROVIDER, _provider
 
-PROVIDER = "simulated"
-WORD100_GARBAGE = (
-    "I'm sorry, I can't help with that.",
-    "XQZVBW",
-    "HELLO",
-    "Sure! Here is a word whose letters add up to 100: ",
-    "",
-)
-SYMREG_GARBAGE = (
-    "p1 * x +",
-    "__import__('os').system('echo pwned')",
-    "x.__class__",
-    "p1 * foo(x)",
-    "Here is a better formula: it depends on the data.",
-    "(lambda: x)()",
-)
-# A fixed vocabulary for the simulated symbolic-regression LLM (canonical forms).
-SYMREG_VOCABULARY = (
-    "p1 * x + p2",
-    "p1",
-    "p1 * x",
-    "p1 * x ** 2 + p2 * x + p3",
-    "p1 * x ** 3 + p2 * x ** 2 + p3 * x + p4",
-    "p1 * exp(-p2 * x)",
-    "p1 * exp(-p2 * x) + p3",
-    "p1 * cos(p2 * x)",
-    "p1 * sin(p2 * x)",
-    "p1 * cos(p2 * x + p3)",
-    "p1 * sin(p2 * x) + p3 * cos(p4 * x)",
-    "p1 * exp(-p2 * x) * cos(p3 * x)",
-    "p1 * exp(-p2 * x) * cos(p3 * x + p4)",
-    "p1 * exp(-p2 * x) * sin(p3 * x)",
-    "p1 * exp(-p2 * x) * cos(p3 * x) + p4",
-    "exp(-p1 * x) * cos(p2 * x)",
-    "p1 / (1 + p2 * x)",
-    "p1 / (1 + p2 * x ** 2)",
-    "p1 * cos(p2 * x) / (1 + p3 * x)",
-    "p1 * tanh(p2 * x) + p3",
-    "p1 * cos(p2 * x) * tanh(p3 * x)",
-    "p1 * log(1 + p2 * x)",
-    "p1 * sqrt(x) + p2",
-    "p1 * x * exp(-p2 * x)",
-    "p1 * cos(p2 * x) * exp(-p3 * x ** 2)",
-    "p1 * cos(p2 * x) - p3 * x",
-    "p1 * exp(-p2 * x) * cos(p3 * x) * cos(p4 * x)",
-    "p1 * abs(cos(p2 * x)) * exp(-p3 * x)",
-    "p1 * cos(p2 * x) ** 2 * exp(-p3 * x)",
-    "(p1 + p2 * x) * exp(-p3 * x) * cos(p4 * x)",
-)
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 # The simulators visible to the provider in this context: model name → SimulatedLLM.
 _ACTIVE: ContextVar[Mapping[str, SimulatedLLM] | None] = ContextVar("_simulated_llms", default=None)
@@ -371,16 +327,6 @@ class SimulatedLLM:
             _ACTIVE.reset(token)
 
 
-def _potential(
-    vocabulary: list[str], potential, spread: float, rng: np.random.Generator
-) -> np.ndarray:
-    if potential is None:
-        return rng.normal(0.0, spread, len(vocabulary))
-    if isinstance(potential, Mapping):
-        return np.array([float(potential[s]) for s in vocabulary])
-    raise ValueError("potential must be a mapping state → V (or 'score' for symreg).")
-
-
 def active_simulator(model: str) -> SimulatedLLM:
     """The simulator answering `model` here: the activated one, else the built-in default."""
     name = model if model.startswith(f"{PROVIDER}/") else f"{PROVIDER}/{model}"
@@ -409,7 +355,7 @@ def ensure_registered() -> None:
     if not any(item.get("provider") == PROVIDER for item in litellm.custom_provider_map):
         litellm.custom_provider_map = [
             *litellm.custom_provider_map,
-            {"provider": PROVIDER, "custom_handler": _provider()},
+            {"provider": PROVIDER, "custom_handler": _provider(active_simulator)},
         ]
         litellm.utils.custom_llm_setup()
     _REGISTERED = True
@@ -442,67 +388,3 @@ def register_price(model: str) -> None:
     finally:
         logger.setLevel(level)
     _PRICED.add(model)
-
-
-def _provider():
-    """The litellm CustomLLM that dispatches to the active `SimulatedLLM` (built lazily)."""
-    import litellm
-    from litellm import CustomLLM
-
-    class SimulatedProvider(CustomLLM):
-        def completion(self, *args, **kwargs):  # noqa: D401 - litellm's signature
-            raise litellm.BadRequestError(
-                "the simulated LLM answers async calls only (litellm.acompletion)",
-                model=kwargs.get("model", PROVIDER),
-                llm_provider=PROVIDER,
-            )
-
-        async def acompletion(self, model, messages, api_base, custom_prompt_dict, model_response,
-                              print_verbose, encoding, api_key, logging_obj, optional_params,
-                              acompletion=None, litellm_params=None, logger_fn=None, headers=None,
-                              timeout=None, client=None):  # fmt: skip
-            sim = active_simulator(model)
-            meta = (litellm_params or {}).get("metadata") or {}
-            call = int(meta["call"]) if "call" in meta else next(sim._counter)
-            attempt = int(meta.get("attempt", 0))
-            delay = sim.latency(call, attempt)
-            fault = sim.fault(call, attempt)
-            if fault == "timeout":
-                raise litellm.Timeout("simulated timeout", model=model, llm_provider=PROVIDER)
-            if delay:
-                await asyncio.sleep(delay)
-            if fault == "rate_limit":
-                raise litellm.RateLimitError(
-                    "simulated rate limit",
-                    llm_provider=PROVIDER,
-                    model=model,
-                    headers={"retry-after": f"{sim.faults.retry_after}"},
-                )
-            if fault == "server_error":
-                raise litellm.InternalServerError(
-                    "simulated server error", llm_provider=PROVIDER, model=model
-                )
-            text = sim.answer(messages, call)
-            prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
-            tokens_in, tokens_out = prompt_chars // 4 + 1, len(text) // 4 + 1
-            model_response.choices[0].message.content = text
-            model_response.model = model
-            model_response.usage = litellm.Usage(
-                prompt_tokens=tokens_in,
-                completion_tokens=tokens_out,
-                total_tokens=tokens_in + tokens_out,
-            )
-            params = litellm_params or {}
-            priced_per_call = any(
-                params.get(key) is not None
-                for key in ("input_cost_per_token", "output_cost_per_token")
-            )
-            if sim.report_cost and not priced_per_call:
-                # The provider knows its price: litellm then uses this cost instead of
-                # searching its price map (a large share of its per-call work). Calls that
-                # pass their own per-token prices are still priced by litellm.
-                cost = sim.price_per_token * (tokens_in + tokens_out)
-                model_response._hidden_params["response_cost"] = cost
-            return model_response
-
-    return SimulatedProvider()
