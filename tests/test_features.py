@@ -32,6 +32,7 @@ from detailed_balance.features import (
 from detailed_balance.models import EquilibriumModel
 from detailed_balance.models._feature_density import FeatureDensity
 from detailed_balance.models._pairs import pair_data
+from detailed_balance.models._whiten import Whitening
 from detailed_balance.models.feature_least_action import feature_least_action
 from detailed_balance.models.features import FeaturePotentialModel
 from detailed_balance.reports.document import Document
@@ -182,6 +183,36 @@ def test_pymc_graph_equals_the_numpy_density(eps_prior):
     (a1, b1), (a2, b2) = differences
     assert a1 - a2 == pytest.approx(b1 - b2, rel=1e-8, abs=1e-8)
     assert abs(a1 - a2) > 0.1  # the two points really differ
+
+
+def test_whitening_is_the_incomplete_factor_and_exact_when_factored_exactly():
+    """V = V̂ + B z with the pair models' `_whiten.Whitening`; with ilu_drop_tol = 0 the factor
+    is exact, so B Bᵀ is the inverse of the Laplace Hessian A_VV (dense linear algebra)."""
+    sim, feats = feature_landscape(3, n=40, calls=4000)
+    model = FeaturePotentialModel(feats, {"ilu_drop_tol": 0.0})
+    prepared = model.prepare(sim.transitions)
+    white = prepared.whitening
+    assert isinstance(white, Whitening)
+    k = prepared.density.k
+    np.testing.assert_array_equal(white.centre, prepared.map_result[:k])
+    b = white.matrix()
+    hessian = prepared.laplace_fit.a_vv.toarray()
+    np.testing.assert_allclose(b @ b.T, np.linalg.inv(hessian), rtol=1e-8, atol=1e-10)
+    assert np.linalg.norm(b.T @ hessian @ b - np.eye(k)) < 1e-8
+    # The default drop tolerance whitens the same Hessian, maybe approximately.
+    default = FeaturePotentialModel(feats).prepare(sim.transitions).whitening
+    assert isinstance(default, Whitening)
+    eigenvalues = np.linalg.eigvalsh(default.matrix().T @ hessian @ default.matrix())
+    assert 0.3 < eigenvalues.min() and eigenvalues.max() < 3.0
+
+
+def test_whitening_options_are_checked():
+    feats = pd.DataFrame({"a": [0.0, 1.0]}, index=["s0", "s1"])
+    for bad in ({"ilu_drop_tol": -0.1}, {"ilu_fill": 0.5}):
+        with pytest.raises(ValueError, match="ilu_drop_tol >= 0 and ilu_fill >= 1"):
+            FeaturePotentialModel(feats, bad)
+    with pytest.raises(ValueError, match="unknown model_config key.*dense_limit"):
+        FeaturePotentialModel(feats, {"dense_limit": 50})
 
 
 # -- fits on simulated landscapes with known θ ---------------------------------------------------

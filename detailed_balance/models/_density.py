@@ -17,8 +17,8 @@ Terms (x_p = log(N_f/N_g) + V_f − V_g + τ_A a_p for pair p = (f, g), m = n_fg
 Curvature. At the MAP the Hessian of −log p in V is the weighted graph Laplacian
 L_w (w_p = m σ(x)(1 − σ(x))) plus the prior's curvature h on the diagonal. A whitening turns
 it into a fixed linear map V = V* + B z under which the posterior in z is close to N(0, I):
-the pair models use `_whiten` (incomplete sparse factor), the feature model still uses
-`BlockWhitening` here (dense blocks on small components, Jacobi + low rank on large ones).
+the pair models and the feature model both use `_whiten` (an incomplete sparse factor of the
+Laplace precision, exact on small graphs).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.optimize import minimize
@@ -504,126 +503,3 @@ def gaussian_draws(
         dv[rows] = dv_chunk.T
         da[rows] = (shrink[:, None] * (b_a - (t * weights)[:, None] * (e @ dv_chunk))).T
     return dv, da
-
-
-@dataclass
-class BlockWhitening:
-    """V_raw = centre + B z with B = blocks (COO: exact Cholesky of small components, the
-    diagonal D^-½ of large ones) + low rank (D^-½ U (λ^-½ − 1) Uᵀ D^-½ ... on large ones).
-
-    Small components (≤ `dense_limit` states) are whitened exactly: B_c = L_c⁻ᵀ with
-    H_c = L_c L_cᵀ. Large ones get the Jacobi scaling plus the `low_rank` softest modes of the
-    scaled Hessian (the gauge-like and bottleneck modes that make NUTS slow).
-    """
-
-    centre: np.ndarray
-    rows: np.ndarray
-    cols: np.ndarray
-    values: np.ndarray
-    basis: np.ndarray  # (K, r): D^-½ U
-    basis_in: np.ndarray  # (K, r): D^-½ U as applied to z (U restricted, scaled)
-    coef: np.ndarray  # (r,)
-
-    def apply(self, z: np.ndarray) -> np.ndarray:
-        out = self.centre + np.bincount(
-            self.rows, self.values * z[self.cols], minlength=len(self.centre)
-        )
-        if len(self.coef):
-            out = out + self.basis @ (self.coef * (self.basis_in.T @ z))
-        return out
-
-    @classmethod
-    def identity(cls, k: int) -> BlockWhitening:
-        idx = np.arange(k)
-        empty = np.zeros((k, 0))
-        return cls(np.zeros(k), idx, idx, np.ones(k), empty, empty, np.zeros(0))
-
-
-def whitening(
-    hessian: sp.csc_matrix,
-    component: np.ndarray,
-    centre: np.ndarray,
-    dense_limit: int = 600,
-    low_rank: int = 16,
-    pairs_per_component: np.ndarray | None = None,
-) -> BlockWhitening:
-    """Build the whitening map from the Hessian (K × K, block-diagonal by component).
-
-    A component is whitened exactly (dense triangular factor, n²/2 multiply-adds per
-    gradient) when it has at most `dense_limit` states and, if `pairs_per_component` is
-    given, when that costs no more than ~30 multiply-adds per pair (the price of the
-    exp/log1p a pair's likelihood needs); otherwise Jacobi + low rank.
-    """
-    k = hessian.shape[0]
-    sizes = np.bincount(component)
-    dense = sizes <= dense_limit
-    if pairs_per_component is not None:
-        dense &= sizes * (sizes + 1) / 2 <= 30 * np.maximum(pairs_per_component, 1)
-    # Sizes whitened densely are marked by a size that `dense` allows; others go low rank.
-    sizes_for_dense = np.where(dense, sizes, -1)
-    rows, cols, values = [], [], []
-    # Exact whitening of the small components, batched by component size.
-    order = np.lexsort((np.arange(k), component))
-    start = np.searchsorted(component[order], np.arange(len(sizes)))
-    hess = hessian.tocsr()
-    for size in np.unique(sizes[dense]):
-        comps = np.flatnonzero(sizes_for_dense == size)
-        idx = order[start[comps][:, None] + np.arange(size)]  # (G, size) state positions
-        flat = idx.ravel()
-        sub = hess[flat][:, flat].tocoo()
-        block_of = np.arange(len(flat)) // size
-        same = block_of[sub.row] == block_of[sub.col]
-        blocks = np.zeros((len(comps), size, size))
-        blocks[block_of[sub.row[same]], sub.row[same] % size, sub.col[same] % size] = sub.data[same]
-        chol = np.linalg.cholesky(blocks)
-        eye = np.broadcast_to(np.eye(size), blocks.shape)
-        inv_t = np.swapaxes(np.linalg.solve(chol, eye), 1, 2)  # L⁻ᵀ (upper triangular)
-        r, c = np.triu_indices(size)
-        rows.append(idx[:, r].ravel())
-        cols.append(idx[:, c].ravel())
-        values.append(inv_t[:, r, c].ravel())
-    bases, coefs = [], []
-    diag = hessian.diagonal()
-    for comp in np.flatnonzero(~dense):
-        members = np.flatnonzero(component == comp)
-        d = diag[members]
-        rows.append(members)
-        cols.append(members)
-        values.append(1.0 / np.sqrt(d))
-        # Past ~20,000 states the shift-invert factor of a random graph fills in too much;
-        # such components keep the Jacobi scaling only.
-        r = min(low_rank, len(members) - 2) if len(members) <= 20_000 else 0
-        if r <= 0:
-            continue
-        scaled = sp.diags(d**-0.5) @ hess[members][:, members] @ sp.diags(d**-0.5)
-        lam, vec = _softest_modes(scaled.tocsc(), r)
-        keep = lam < 0.5
-        basis = np.zeros((k, int(keep.sum())))
-        basis[members] = vec[:, keep] / np.sqrt(d)[:, None]
-        bases.append(basis)
-        coefs.append(lam[keep] ** -0.5 - 1.0)
-    basis = np.concatenate(bases, axis=1) if bases else np.zeros((k, 0))
-    # B z = D^-½ (z + U c Uᵀ z): the input side is U (not scaled), stored as D^½-free basis.
-    basis_in = basis * np.sqrt(np.where(diag > 0, diag, 1.0))[:, None]
-    return BlockWhitening(
-        centre=centre,
-        rows=np.concatenate(rows).astype(np.int64),
-        cols=np.concatenate(cols).astype(np.int64),
-        values=np.concatenate(values),
-        basis=basis,
-        basis_in=basis_in,
-        coef=np.concatenate(coefs) if coefs else np.zeros(0),
-    )
-
-
-def _softest_modes(scaled: sp.csc_matrix, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """The r smallest eigenpairs of a sparse SPD matrix (shift-invert with our own factor)."""
-    n = scaled.shape[0]
-    if n <= 1500:
-        lam, vec = sla.eigh(scaled.toarray(), subset_by_index=[0, r - 1])
-        return lam, vec
-    solver = SpdSolver(scaled, max_fill=5e7)
-    op = spla.LinearOperator((n, n), matvec=solver.solve, dtype=float)
-    lam, vec = spla.eigsh(scaled, k=r, sigma=0.0, which="LM", OPinv=op, tol=1e-4)
-    order = np.argsort(lam)
-    return lam[order], vec[:, order]

@@ -23,9 +23,9 @@ nutpie, ADVI). The PyMC graph is written in whitened coordinates from the Laplac
 approximation at the MAP (numpy, `FeatureDensity`): θ* = θ̂ + L_S⁻ᵀ u with S the Schur
 complement (the marginal precision of θ*), and V = V̂ + C (θ* − θ̂) + B z with C = A_VV⁻¹ D Z
 the regression of V on θ* and B the whitening of the conditional precision A_VV = L_w + D (the
-pair models' `whitening`). Under that approximation (u, z) are independent standard normals,
-so NUTS sees an almost isotropic target whatever the count scale. `laplace_draws` samples the
-same Gaussian directly (the ``map`` method).
+pair models' incomplete factor, `_whiten.ilu_whitening`). Under that approximation (u, z)
+are independent standard normals, so NUTS sees an almost isotropic target whatever the count
+scale. `laplace_draws` samples the same Gaussian directly (the ``map`` method).
 
 The numpy density and its Laplace factors are in `_feature_density`; `feature_least_action`
 (the paper's route: θ minimising the action S[V = x·θ] directly) is in `feature_least_action`.
@@ -49,9 +49,9 @@ from detailed_balance.data import DataError, Transitions
 from detailed_balance.data.names import as_names
 from detailed_balance.features import FeatureSource, Standardiser, describe_source, resolve_features
 
-from ._density import whitening
 from ._feature_density import FeatureDensity, GridPoint, Laplace
 from ._pairs import PairData, pair_data
+from ._whiten import Whitening, ilu_whitening
 from .equilibrium import MODELS, PairModel, _check_choice
 
 EPS_PRIORS = ("normal", "student_t")
@@ -71,7 +71,7 @@ class PreparedFeatures:
     density: FeatureDensity
     map_result: np.ndarray
     laplace_fit: Laplace
-    whitening: Any
+    whitening: Whitening | None
     gauge_scale: float
 
     @property
@@ -98,8 +98,8 @@ class FeaturePotentialModel(PairModel):
         "eps_nu": 4.0,  # Student-t degrees of freedom
         "reference": None,  # report V relative to this state
         "parameterization": "whitened",  # whitened (Laplace) or direct
-        "dense_limit": 50,  # components up to this size are whitened exactly (dense)
-        "low_rank": 16,  # softest modes corrected in larger components
+        "ilu_drop_tol": 0.03,  # incomplete-factor drop tolerance of the whitening (0: exact)
+        "ilu_fill": 5.0,  # its fill factor (nonzeros of the factor / of the curvature)
         "mean_correction": True,  # map: shift the Laplace draws by the skewness correction
     }
 
@@ -134,6 +134,8 @@ class FeaturePotentialModel(PairModel):
         for key in ("theta_scale", "sigma_eps_scale", "eps_nu"):
             if not float(config[key]) > 0:
                 raise ValueError(f"model_config[{key!r}] = {config[key]!r} must be > 0.")
+        if not float(config["ilu_drop_tol"]) >= 0 or not float(config["ilu_fill"]) >= 1:
+            raise ValueError("model_config needs ilu_drop_tol >= 0 and ilu_fill >= 1.")
         self.features_source = features
         self.model_config = config
 
@@ -154,12 +156,11 @@ class FeaturePotentialModel(PairModel):
         phi, lap = density.find_map()
         white = None
         if whiten and self.model_config["parameterization"] == "whitened":
-            white = whitening(
-                lap.a_vv.tocsc(),
-                pairs.component,
+            white = ilu_whitening(
+                lap.a_vv,
                 phi[: pairs.n_states],
-                int(self.model_config["dense_limit"]),
-                int(self.model_config["low_rank"]),
+                float(self.model_config["ilu_drop_tol"]),
+                float(self.model_config["ilu_fill"]),
             )
         return PreparedFeatures(
             pairs, table, standardiser, density, phi, lap, white, density.split(phi)[2]
@@ -188,9 +189,7 @@ class FeaturePotentialModel(PairModel):
                 theta = theta_hat + pt.dot(sla.solve_triangular(lap.schur_chol.T, np.eye(f)), u)
                 z = pm.Flat("V_white", dims="latent")
                 white = prepared.whitening
-                dev = pt.zeros(k)[white.rows].inc(white.values * z[white.cols])
-                if len(white.coef):
-                    dev = dev + pt.dot(white.basis, white.coef * pt.dot(white.basis_in.T, z))
+                dev = white.deviation(z)
                 # Partial non-centring: a state whose V the counts barely pin (prior share
                 # α_f = D_f / (L_w,ff + D_f) near 1) has a deviation that scales with σ_ε, so
                 # its whitened coordinate is scaled by (σ_ε/σ̂)^α_f; the Jacobian goes below.
