@@ -146,6 +146,8 @@ def load_data(path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     else:
         if not Path(path).exists():
             raise FileNotFoundError(f"symreg data file {path} does not exist.")
+        if Path(path).is_dir():
+            raise ValueError(f"{path} is a directory, expected a symreg data CSV file (x,y).")
         frame = pd.read_csv(path, comment="#")
         origin = path
     if not {"x", "y"} <= set(frame.columns):

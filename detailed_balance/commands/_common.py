@@ -21,6 +21,12 @@ class UserError(Exception):
     prints it without a traceback and exits with 2."""
 
 
+def refuse_directory(path: str | Path, what: str) -> None:
+    """A `UserError` when `path` is a directory where the user had to name a file."""
+    if Path(path).is_dir():
+        raise UserError(f"{path} is a directory, expected {what}.")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, *, nargs: str | None = None) -> None:
     """`DATA` and `--visits uniform|outgoing|VISITS.csv` (+ `--calls`, `--min-visits`, `--llm`)."""
     parser.add_argument("data", metavar="DATA", nargs=nargs, help="transition data file")

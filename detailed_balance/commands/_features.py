@@ -23,7 +23,7 @@ from detailed_balance.models import FeaturePotentialModel, feature_least_action
 
 
 def _source(args: argparse.Namespace) -> str:
-    from ._common import UserError
+    from ._common import UserError, refuse_directory
 
     source = getattr(args, "features", None)
     if not source:
@@ -31,6 +31,8 @@ def _source(args: argparse.Namespace) -> str:
             "--model features needs --features builtin:words, builtin:expressions or FILE.csv "
             "(a `state` column and one numeric column per feature)."
         )
+    if not source.startswith("builtin:"):
+        refuse_directory(source, "a feature CSV file (a `state` column + numeric columns)")
     if not source.startswith("builtin:") and not Path(source).is_file():
         raise UserError(
             f"--features {source}: no such file; give builtin:words, builtin:expressions or a "

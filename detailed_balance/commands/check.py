@@ -68,8 +68,10 @@ def _bayes(data, args: argparse.Namespace):
     from detailed_balance.diagnostics import FitError
     from detailed_balance.workflow import bayes_from_files
 
-    from ._common import UserError
+    from ._common import UserError, refuse_directory
 
+    for path in args.posterior:
+        refuse_directory(path, "a fit file (FIT.nc, written by `detailed-balance fit ... --out`)")
     try:
         return bayes_from_files(
             data, args.posterior, method=args.bayes_method, seed=args.seed, fdr=args.fdr

@@ -13,7 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import UserError, add_visits_arguments, load_data, prepare_report_path
+from ._common import (
+    UserError,
+    add_visits_arguments,
+    load_data,
+    prepare_report_path,
+    refuse_directory,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from detailed_balance.workflow import write_report
 
     path = Path(args.fit)
+    refuse_directory(path, "a fit file (FIT.nc, written by `detailed-balance fit ... --out`)")
     if not path.is_file():
         raise UserError(f"{path}: no such fit file; write one with `detailed-balance fit ...`.")
     if not 0 < args.ci < 1:

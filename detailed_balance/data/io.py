@@ -151,11 +151,17 @@ def _no_moves(path: Path) -> DataError:
     )
 
 
+def _refuse_directory(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, expected a {what}.")
+
+
 def read_visits(path: str | Path, *, llm: str | None = None) -> pd.DataFrame:
     """A visits table ``source,visits[,llm]`` (CSV, TSV, Parquet or JSONL)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such visits file.")
+    _refuse_directory(path, "visits CSV/Parquet file (columns source,visits[,llm])")
     fmt = TABLE_FORMATS.get(path.suffix.lower()) or JSON_FORMATS.get(path.suffix.lower(), "csv")
     if fmt == "json":
         fmt = "jsonl"
@@ -179,6 +185,7 @@ def read_transitions(
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file.")
+    _refuse_directory(path, "transitions CSV/Parquet file (or TSV, JSONL, the paper's JSON)")
     if isinstance(visits, str | Path) and visits not in ("uniform", "outgoing"):
         visits = read_visits(visits, llm=llm)
     fmt = _sniff(path)
