@@ -18,8 +18,10 @@ from typing import Any
 
 from detailed_balance.data import Transitions
 from detailed_balance.data.files import write_frame_atomic
-from detailed_balance.diagnostics import feature_share, theta_summary
-from detailed_balance.models import FeaturePotentialModel, feature_least_action
+from detailed_balance.models import feature_least_action
+
+# The PyMC model (`FeaturePotentialModel`) and the posterior summaries are imported where they
+# are used: ``--method least-action`` is numpy/SciPy only and must not load PyMC or pytensor.
 
 
 def _source(args: argparse.Namespace) -> str:
@@ -43,6 +45,8 @@ def _source(args: argparse.Namespace) -> str:
 
 def feature_model(args: argparse.Namespace) -> Any:
     """`FeaturePotentialModel` configured from the command line."""
+    from detailed_balance.models import FeaturePotentialModel
+
     return FeaturePotentialModel(_source(args), {"reference": getattr(args, "reference", None)})
 
 
@@ -53,6 +57,8 @@ def theta_path(out: str | Path) -> Path:
 
 def write_theta(result: Any, args: argparse.Namespace) -> Path:
     """Write ``theta.csv`` next to ``--out``; print the share of V the features explain."""
+    from detailed_balance.diagnostics import feature_share, theta_summary
+
     ci = float(getattr(args, "ci", 0.9))
     path = theta_path(args.out)
     write_frame_atomic(theta_summary(result, ci), path, "theta table", index=False)
