@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import xarray as xr
 
 from detailed_balance.cli import main
+from detailed_balance.data import OutputError
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT)}
@@ -83,7 +85,7 @@ def test_a_failed_save_keeps_the_old_fit_and_leaves_no_partial(made, tmp_path, m
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(xr.DataTree, "to_netcdf", half_written)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match=re.escape(f"cannot write fit {fit}: No space left")):
         load_fit(fit).save(fit)
     assert fit.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.nc"]

@@ -766,11 +766,6 @@ class RunStore:
             raise StoreError(f"{path}: unknown format {suffix!r}; use .csv, .parquet or .jsonl.")
         prepare_output(path, "calls file")
         frame = self.calls(llm, run_id)
-        try:
-            with atomic_path(path, "calls file") as tmp:
-                writers[suffix](frame, tmp)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot write the calls file {path}: {exc.strerror or exc}."
-            ) from None
+        with atomic_path(path, "calls file") as tmp:  # an OSError becomes an OutputError
+            writers[suffix](frame, tmp)
         return path

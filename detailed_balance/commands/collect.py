@@ -114,10 +114,7 @@ def run(args: argparse.Namespace) -> int:
     truth_out = prepare_output(args.truth_out, "truth table") if args.truth_out else None
     prepare_output(args.store, "run store")
     if sim is not None and truth_out is not None:
-        try:
-            write_frame_atomic(sim.truth_table(), truth_out, "truth table", index=False)
-        except OSError as exc:
-            raise UserError(f"cannot write the truth table {truth_out}: {exc.strerror}.") from None
+        write_frame_atomic(sim.truth_table(), truth_out, "truth table", index=False)
     params = {} if args.temperature is None else {"temperature": args.temperature}
     store = RunStore(args.store, fsync=args.fsync)
     try:

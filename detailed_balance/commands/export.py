@@ -8,9 +8,6 @@ by suffix), and with `--discovery-out` the distinct-states-vs-calls curve.
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Iterator
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,33 +42,21 @@ def run(args: argparse.Namespace) -> int:
         data = store.transitions(
             args.llm, args.run_id, invalid="drop" if args.drop_invalid else "state"
         )
-        with _writing(out, visits_out):
-            with (
-                atomic_path(out, "transitions file") as tmp,
-                atomic_path(visits_out, "visits file") as tmp_visits,
-            ):
-                if out.suffix.lower() in (".parquet", ".pq"):
-                    data.to_parquet(tmp, tmp_visits)
-                else:
-                    data.to_csv(tmp, tmp_visits)
+        # An OS error while writing (disk full, ...) is an OutputError naming both files.
+        with (
+            atomic_path(out, "transitions file") as tmp,
+            atomic_path(visits_out, "visits file") as tmp_visits,
+        ):
+            if out.suffix.lower() in (".parquet", ".pq"):
+                data.to_parquet(tmp, tmp_visits)
+            else:
+                data.to_csv(tmp, tmp_visits)
         print(f"{data} → {out}, {visits_out}")
         if calls_out is not None:
             print(f"calls → {store.export_calls(calls_out, args.llm, args.run_id)}")
         if discovery_out is not None:
             curve = store.discovery(args.llm, args.run_id)
-            with _writing(discovery_out), atomic_path(discovery_out, "discovery file") as tmp:
+            with atomic_path(discovery_out, "discovery file") as tmp:
                 curve.to_csv(tmp, index=False)
             print(f"discovery curve → {discovery_out}")
     return 0
-
-
-@contextlib.contextmanager
-def _writing(*paths: Path) -> Iterator[None]:
-    """Turn an OS error while writing `paths` (disk full, quota, I/O) into a clear message."""
-    from detailed_balance.data import OutputError
-
-    try:
-        yield
-    except OSError as exc:
-        names = " and ".join(str(p) for p in paths)
-        raise OutputError(f"cannot write {names}: {exc.strerror or exc}.") from None

@@ -15,6 +15,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from .transitions import DataError
@@ -63,24 +64,52 @@ def prepare_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
+# The atomic writes open in this context (outermost first): one body that writes several
+# temporary files at once (a transitions file and its visits file) names them all on failure.
+_OPEN: ContextVar[tuple[tuple[str, Path], ...]] = ContextVar("_atomic_writes", default=())
+
+
+def _cannot_write(targets: tuple[tuple[str, Path], ...], exc: OSError) -> OutputError:
+    names = " and ".join(f"{what} {path}" for what, path in targets)
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return OutputError(f"cannot write {names}: {reason}.")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, what: str = "output") -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path`.
 
     On any exception (or a kill) the target is untouched and the temporary file is removed
     (a kill -9 can leave a hidden ``.<name>.*.tmp`` sibling, never a partial target).
+
+    This is the one place where an `OSError` while writing (read-only folder, disk full, the
+    target replaced by a folder) becomes an `OutputError` naming the path and the reason;
+    callers do not translate it. An error raised in the body names every atomic write still
+    open around it (the body may be writing all of them).
     """
     path = prepare_output(path, what)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _cannot_write(((what, path),), exc) from exc
+    tmp_path = Path(tmp)
+    token = _OPEN.set((*_OPEN.get(), (what, path)))
+    try:
+        try:
+            yield tmp_path
+        except OSError as exc:
+            raise _cannot_write(_OPEN.get(), exc) from exc
+        finally:
+            _OPEN.reset(token)
         with contextlib.suppress(OSError):  # keep the usual permissions of a new file
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise _cannot_write(((what, path),), exc) from exc
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
