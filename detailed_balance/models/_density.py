@@ -32,6 +32,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.optimize import minimize
 from scipy.special import expit, gammaln
+from threadpoolctl import threadpool_limits
 
 from ._loglik import pointwise_loglik_jit
 from ._pairs import PairData
@@ -251,32 +252,34 @@ class PairDensity:
         if lay.fitted_sigma:
             diag[lay.s_v] = 2.0 * max(self.dof, 1)
         if lay.nonequilibrium:
-            diag[lay.a] = 1.0 + 0.25 * self.trials * 0.01
+            # a's curvature 1 + τ² w with w ≈ m / 4 at τ of the start
+            diag[lay.a] = 1.0 + 0.25 * self.trials * self.tau(theta0) ** 2 * self.a_mask
         scale = 1.0 / np.sqrt(diag)
-
-        def objective(u: np.ndarray) -> tuple[float, np.ndarray]:
-            logp, grad = self.logp_grad(theta0 + scale * u)
-            return -logp, -grad * scale
-
-        bounds = None
-        fixed = []
+        free = np.ones(lay.size, dtype=bool)
         if fix_tau and lay.nonequilibrium:
-            fixed.append(lay.s_tau)
+            free[lay.s_tau] = False
         if fix_sigma and lay.fitted_sigma:
-            fixed.append(lay.s_v)
-        if fixed:
-            bounds = [(None, None)] * lay.size
-            for index in fixed:
-                bounds[index] = (0.0, 0.0)
-        result = minimize(
-            objective,
-            np.zeros(lay.size),
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            options={"maxiter": maxiter, "maxcor": 20, "ftol": 1e-13, "gtol": 1e-7},
-        )
-        theta = theta0 + scale * result.x
+            free[lay.s_v] = False
+        scale = scale[free]
+
+        # Only the free coordinates are optimised (bounds on the fixed ones would make every
+        # L-BFGS-B step pay for its projected search).
+        def objective(u: np.ndarray) -> tuple[float, np.ndarray]:
+            theta = theta0.copy()
+            theta[free] += scale * u
+            logp, grad = self.logp_grad(theta)
+            return -logp, -grad[free] * scale
+
+        with threadpool_limits(1, user_api="blas"):  # L-BFGS-B's tiny BLAS calls: threads
+            result = minimize(  # only contend (9× slower at paper scale on 2 cores)
+                objective,
+                np.zeros(int(free.sum())),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": maxiter, "maxcor": 20, "ftol": 1e-13, "gtol": 1e-7},
+            )
+        theta = theta0.copy()
+        theta[free] += scale * result.x
         return MapResult(theta, float(-result.fun), bool(result.success), int(result.nit))
 
     # -- curvature ----------------------------------------------------------------------------
@@ -291,80 +294,6 @@ class PairDensity:
         w = self.pair_weights(theta) if weights is None else weights
         h = self.prior_curvature(pairs.centre(theta[self.layout.v]), self.sigma(theta))
         return laplacian(pairs.i, pairs.j, w, pairs.n_states, h)
-
-
-def empirical_bayes_tau(
-    density: PairDensity,
-    start: np.ndarray,
-    rng: np.random.Generator,
-    draws: int = 200,
-    max_steps: int = 30,
-    tol: float = 0.01,
-) -> MapResult:
-    """Non-equilibrium point estimate: τ_A by EM on the (Laplace) marginal likelihood.
-
-    The joint mode in (V, a, log τ) is no estimate of τ (in non-centred coordinates it sits
-    near ‖A‖, √P times too large). Instead: for fixed τ take the MAP of (V, a), get E[A_p²]
-    from Laplace draws, set τ² = mean_p E[A_p²] (the EM update of a Normal scale), repeat.
-    """
-    lay, pairs = density.layout, density.pairs
-    theta = np.array(start, dtype=float)
-    result = density.find_map(theta, fix_tau=True, fix_sigma=True)
-    for _ in range(max_steps):
-        theta = result.theta
-        tau = density.tau(theta)
-        weights = density.pair_weights(theta)
-        v = theta[lay.v]
-        h = density.prior_curvature(pairs.centre(v), density.sigma(theta))
-        mask = density.a_mask > 0
-        if not mask.any():  # no pair carries A: τ_A has nothing to learn from
-            break
-        _, da = gaussian_draws(pairs, weights, h, draws, rng, tau * density.a_mask)
-        second_moment = (theta[lay.a] ** 2 + da.var(axis=0))[mask]
-        new_tau = max(tau * np.sqrt(np.mean(second_moment)), 1e-4)
-        theta = theta.copy()
-        theta[lay.a] *= tau / new_tau  # keep A = τ a where it was
-        theta[lay.s_tau] = np.log(new_tau)
-        result = density.find_map(theta, fix_tau=True, fix_sigma=True)
-        if abs(np.log(new_tau / tau)) < tol:
-            break
-    return result
-
-
-def empirical_bayes_sigma(
-    density: PairDensity,
-    start: np.ndarray,
-    rng: np.random.Generator,
-    draws: int = 200,
-    max_steps: int = 20,
-    tol: float = 0.01,
-) -> MapResult:
-    """σ_V of the fitted priors by EM on the Laplace marginal (the joint mode has σ_V → 0).
-
-    Start from the spread of `start`'s centred V; for fixed σ take the MAP of V, then set
-    σ² = mean E[V_c²] with the expectation from Laplace draws; repeat.
-    """
-    lay, pairs = density.layout, density.pairs
-    theta = np.array(start, dtype=float)
-    if not lay.fitted_sigma:
-        return density.find_map(theta)
-    spread = float(np.sqrt(np.mean(pairs.centre(theta[lay.v]) ** 2)))
-    theta[lay.s_v] = np.log(max(spread, 1e-2))
-    result = density.find_map(theta, fix_sigma=True, fix_tau=True)
-    for _ in range(max_steps):
-        theta = result.theta.copy()
-        sigma = density.sigma(theta)
-        weights = density.pair_weights(theta)
-        v = theta[lay.v]
-        h = density.prior_curvature(pairs.centre(v), sigma)
-        dv, _ = gaussian_draws(pairs, weights, h, draws, rng)
-        second = np.mean(pairs.centre(v + dv) ** 2)
-        new_sigma = max(float(np.sqrt(second)), 1e-2)
-        theta[lay.s_v] = np.log(new_sigma)
-        result = density.find_map(theta, fix_sigma=True, fix_tau=True)
-        if abs(np.log(new_sigma / sigma)) < tol:
-            break
-    return result
 
 
 @dataclass
@@ -461,6 +390,15 @@ def block_pcg(matrix, rhs, inv_diag, tol: float = 1e-8, maxiter: int = 5000) -> 
 DRAW_TOL = 1e-6
 
 
+def draws_solver(
+    pairs: PairData, weights: np.ndarray, prior_h: np.ndarray, tau: float | np.ndarray = 0.0
+) -> SpdSolver:
+    """The solver of V's precision with a eliminated: weights w / (1 + τ_p² w) plus diag(h)."""
+    t = np.broadcast_to(np.asarray(tau, dtype=float), (pairs.n_pairs,))
+    shrunk = weights * (1.0 / (1.0 + t**2 * weights))
+    return SpdSolver(laplacian(pairs.i, pairs.j, shrunk, pairs.n_states, prior_h))
+
+
 def gaussian_draws(
     pairs: PairData,
     weights: np.ndarray,
@@ -469,13 +407,15 @@ def gaussian_draws(
     rng: np.random.Generator,
     tau: float | np.ndarray = 0.0,
     chunk: int = 100,
+    solver: SpdSolver | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draws of (δV, δa) ~ N(0, H⁻¹) by perturb-then-solve, H the Gauss–Newton precision.
 
     Equilibrium: H = Eᵀ W E + diag(h); b = Eᵀ √W ξ + √h η ~ N(0, H), δV = H⁻¹ b.
     Non-equilibrium (τ fixed): x also has τ_p a_p with a ~ N(0, 1) (τ_p = τ on pairs that
     carry A, 0 elsewhere); eliminating a leaves the Laplacian with weights w / (1 + τ_p² w),
-    then δa | δV is diagonal.
+    then δa | δV is diagonal. `solver` (of that Laplacian, `draws_solver`) may be passed in
+    when the caller needs it too.
     """
     k, p = pairs.n_states, pairs.n_pairs
     e = incidence(pairs.i, pairs.j, k)
@@ -484,7 +424,8 @@ def gaussian_draws(
     equilibrium = np.ndim(tau) == 0 and tau == 0.0
     t = np.broadcast_to(np.asarray(tau, dtype=float), (p,))
     shrink = 1.0 / (1.0 + t**2 * weights)
-    solver = SpdSolver(laplacian(pairs.i, pairs.j, weights * shrink, k, prior_h))
+    if solver is None:
+        solver = draws_solver(pairs, weights, prior_h, tau)
     dv = np.empty((draws, k))
     da = None if equilibrium else np.empty((draws, p))
     # Draws in chunks: the noise and right-hand sides of all draws at once would be the

@@ -35,13 +35,12 @@ from ._density import (
     A_PAIRS,
     MapResult,
     PairDensity,
-    empirical_bayes_sigma,
-    empirical_bayes_tau,
     gaussian_draws,
     pointwise_loglik,
 )
 from ._loglik import CONSTANTS, PairPotential
 from ._pairs import PairData, pair_data
+from ._scales import fit_sigma, fit_tau, tau_grid
 from ._whiten import Whitening, ilu_whitening
 
 V_PRIORS = ("wide", "normal", "student_t")
@@ -138,7 +137,7 @@ class PairModel:
             wide = PairDensity(pairs, {**self.model_config, "V_prior": "wide"}, False)
             start = eq_density.initial()
             start[: pairs.n_states] = wide.find_map().theta
-            eq_map = empirical_bayes_sigma(eq_density, start, np.random.default_rng(0))
+            eq_map = fit_sigma(eq_density, start)
         else:
             eq_map = eq_density.find_map()
         sigma = eq_density.sigma(eq_map.theta)
@@ -147,8 +146,7 @@ class PairModel:
         if self.nonequilibrium:
             start = density.initial()
             start[: eq_map.theta.size] = eq_map.theta
-            rng = np.random.default_rng(0)
-            map_result = empirical_bayes_tau(density, start, rng)
+            map_result = fit_tau(density, start)
         else:
             map_result = eq_density.find_map(eq_map.theta, fix_sigma=True)
         # a = a* + a_scale z_a − a_shift ⊙ E(V − V*): identity unless whitened (below).
@@ -327,30 +325,37 @@ class PairModel:
 
     def laplace(self, prepared: PreparedPairs, draws: int, seed: int) -> xr.DataTree:
         """The ``map`` method's posterior: `draws` draws (one chain) from the Laplace
-        approximation N(θ*, H⁻¹) at the MAP, H the sparse Gauss–Newton precision; the
-        non-equilibrium draws are conditional on τ_A at its mode."""
+        approximation N(θ*, H⁻¹) at the MAP, H the sparse Gauss–Newton precision. For the
+        non-equilibrium model, log τ_A comes from a 5-node quadrature over its
+        Laplace-marginal posterior (`_scales.tau_grid`) and (V, a) from the Gaussian at each
+        node's conditional mode; τ_A's draws are jittered uniformly within their node's cell."""
         pairs, density = prepared.pairs, prepared.density
-        theta = prepared.map_result.theta
         rng = np.random.default_rng(int(seed))
-        weights = density.pair_weights(theta)
-        v_map = theta[density.layout.v]
-        h = density.prior_curvature(pairs.centre(v_map), density.sigma(theta))
-        tau = density.tau(theta)
-        tau_pairs = tau * density.a_mask if density.layout.nonequilibrium else 0.0
-        dv, da = gaussian_draws(pairs, weights, h, draws, rng, tau_pairs)
-        v_draws = v_map + dv
+        lay = density.layout
+        if lay.nonequilibrium and (density.a_mask > 0).any():
+            grid = tau_grid(density, prepared.map_result)
+            counts = rng.multinomial(draws, [node.weight for node in grid])
+            nodes = [(n.payload.theta, c, n.spacing) for n, c in zip(grid, counts, strict=True)]
+        else:
+            nodes = [(prepared.map_result.theta, draws, 0.0)]
+        parts = [_node_draws(density, th, c, rng, cell) for th, c, cell in nodes if c]
+        v_draws, antisym, tau = (
+            None if x[0] is None else np.concatenate(x) for x in zip(*parts, strict=True)
+        )
+        if len(parts) > 1:
+            order = rng.permutation(draws)
+            v_draws, antisym, tau = v_draws[order], antisym[order], tau[order]
+        theta = prepared.map_result.theta
         report = pairs.with_reference(self.model_config["reference"])
         variables: dict[str, Any] = {
             "V": (("chain", "draw", "state"), report.centre(v_draws)[None])
         }
-        if density.layout.fitted_sigma:
+        if lay.fitted_sigma:
             variables["sigma_V"] = (("chain", "draw"), np.full((1, draws), density.sigma(theta)))
-        if density.layout.nonequilibrium:
-            a = theta[density.layout.a] + da
-            antisym = tau * density.a_mask * a
+        if lay.nonequilibrium:
             cp = pairs.cycle_pairs
             variables["A"] = (("chain", "draw", "pair"), antisym[None])
-            variables["tau_A"] = (("chain", "draw"), np.full((1, draws), tau))
+            variables["tau_A"] = (("chain", "draw"), tau[None])
             loops = antisym[:, cp[:, 0]] + antisym[:, cp[:, 1]] - antisym[:, cp[:, 2]]
             variables["loop_affinity"] = (("chain", "draw", "cycle"), loops[None])
         coords = {
@@ -444,6 +449,26 @@ class NonEquilibriumModel(PairModel):
 
 
 MODELS = {"equilibrium": EquilibriumModel, "nonequilibrium": NonEquilibriumModel}
+
+
+def _node_draws(
+    density: PairDensity, theta: np.ndarray, draws: int, rng: np.random.Generator, cell: float
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """`draws` Laplace draws of V (and A = τ a, τ_A) around the conditional mode `theta`."""
+    pairs, lay = density.pairs, density.layout
+    weights = density.pair_weights(theta)
+    v_map = theta[lay.v]
+    h = density.prior_curvature(pairs.centre(v_map), density.sigma(theta))
+    tau = density.tau(theta)
+    tau_pairs = tau * density.a_mask if lay.nonequilibrium else 0.0
+    dv, da = gaussian_draws(pairs, weights, h, draws, rng, tau_pairs)
+    if not lay.nonequilibrium:
+        return v_map + dv, None, None
+    antisym = tau * density.a_mask * (theta[lay.a] + da)
+    log_tau = (
+        np.log(tau) + (rng.random(draws) - 0.5) * cell if cell else np.full(draws, np.log(tau))
+    )
+    return v_map + dv, antisym, np.exp(log_tau)
 
 
 def model_from_name(name: str, model_config: dict[str, Any] | None = None) -> PairModel:
