@@ -7,6 +7,8 @@ held-out predictions); exact least action on (nearly) exact rates; LOO against t
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -211,8 +213,11 @@ def test_whitening_options_are_checked():
     for bad in ({"ilu_drop_tol": -0.1}, {"ilu_fill": 0.5}):
         with pytest.raises(ValueError, match="ilu_drop_tol >= 0 and ilu_fill >= 1"):
             FeaturePotentialModel(feats, bad)
-    with pytest.raises(ValueError, match="unknown model_config key.*dense_limit"):
-        FeaturePotentialModel(feats, {"dense_limit": 50})
+    with pytest.raises(ValueError, match="unknown model_config key.*dense_blocks"):
+        FeaturePotentialModel(feats, {"dense_blocks": 50})
+    # The keys of the whitening it replaced set only NUTS's speed: accepted, and dropped.
+    retired = FeaturePotentialModel(feats, {"dense_limit": 50, "low_rank": 16})
+    assert retired.model_config == FeaturePotentialModel(feats).model_config
 
 
 # -- fits on simulated landscapes with known θ ---------------------------------------------------
@@ -266,6 +271,19 @@ def test_map_fit_layout_and_truth(landscape, fitted, tmp_path):
     loaded = load_fit(path)
     assert isinstance(loaded.model, FeaturePotentialModel)
     pd.testing.assert_frame_equal(theta_summary(loaded), table)
+
+
+def test_fit_saved_with_the_retired_whitening_keys_still_loads(fitted, tmp_path):
+    """A fit file written before the feature model used `_whiten` has dense_limit/low_rank in
+    its model_config; loading it (report, check) gives the same model, not an error."""
+    tree = fitted.posterior.copy()
+    config = {**json.loads(tree.attrs["model_config"]), "dense_limit": 50, "low_rank": 16}
+    tree.attrs = {**tree.attrs, "model_config": json.dumps(config)}
+    path = tmp_path / "old_fit.nc"
+    tree.to_netcdf(path, engine="h5netcdf")
+    loaded = load_fit(path)
+    assert loaded.model.model_config == fitted.model.model_config
+    assert "dense_limit" not in loaded.model.model_config
 
 
 def test_reference_state_gauge(landscape, fitted):

@@ -55,6 +55,9 @@ from ._whiten import Whitening, ilu_whitening
 from .equilibrium import MODELS, PairModel, _check_choice
 
 EPS_PRIORS = ("normal", "student_t")
+# Keys of the block whitening `_whiten` replaced. Fit files saved before carry them; they set
+# only the speed of NUTS, never the posterior, so they are accepted and dropped.
+RETIRED_KEYS = ("dense_limit", "low_rank")
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -112,12 +115,15 @@ class FeaturePotentialModel(PairModel):
             # model_from_name(name, config) passes the config positionally.
             features, model_config = None, features
         config = dict(self.default_model_config)
-        unknown = set(model_config or {}) - set(config)
+        model_config = {
+            key: value for key, value in (model_config or {}).items() if key not in RETIRED_KEYS
+        }
+        unknown = set(model_config) - set(config)
         if unknown:
             raise ValueError(
                 f"unknown model_config key(s) {sorted(unknown)}; known: {sorted(config)}."
             )
-        config.update(model_config or {})
+        config.update(model_config)
         if features is None:
             features = config["features"]
         if features is None:
