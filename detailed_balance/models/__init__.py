@@ -26,7 +26,7 @@ _EXPORTS = {
     "NonEquilibriumModel": ".equilibrium",
     "PairModel": ".equilibrium",
     "PreparedPairs": ".equilibrium",
-    "constant_data": ".equilibrium",
+    "constant_data": "._pair_outputs",
     "model_from_name": "._registry",
     "FeaturePotentialModel": ".features",
     "PreparedFeatures": ".features",
@@ -34,15 +34,10 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from ._density import gaussian_draws, pointwise_loglik
+    from ._pair_outputs import constant_data
     from ._pairs import PairData, pair_data
     from ._registry import model_from_name
-    from .equilibrium import (
-        EquilibriumModel,
-        NonEquilibriumModel,
-        PairModel,
-        PreparedPairs,
-        constant_data,
-    )
+    from .equilibrium import EquilibriumModel, NonEquilibriumModel, PairModel, PreparedPairs
     from .features import FeaturePotentialModel, PreparedFeatures
 
 
