@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse.linalg as spla
-from scipy.optimize import brentq
 from scipy.special import expit
 
 from ._density import block_pcg, incidence, laplacian, softplus
 from ._pairs import PairData
+from ._scales import marginal_curvature, marginal_grid, marginal_mode
 
 
 class FeatureDensity:
@@ -198,74 +198,39 @@ class FeatureDensity:
         )
         return score, phi, lap
 
+    def _score(self, noise: tuple):
+        """`sigma_score` as the fitted-scale driver's score: payload (φ*, Laplace factors)."""
+
+        def score(log_sigma: float, warm: tuple | None) -> tuple[float, tuple]:
+            value, phi, lap = self.sigma_score(log_sigma, None if warm is None else warm[0], noise)
+            return value, (phi, lap)
+
+        return score
+
     def find_map(self) -> tuple[np.ndarray, Laplace]:
-        """The mode of log σ_ε's Laplace-marginal posterior (a root of `sigma_score`) and the
-        conditional mode of (V, θ*) there, with the marginal's curvature in log σ_ε. (The joint
-        mode is useless here: the density grows without bound as σ_ε → 0 with V = z·θ*
-        exactly, the funnel of every hierarchical model.)"""
-        noise = self.fixed_noise()
-        warm: list[np.ndarray | None] = [None]
-        cache: dict[float, tuple] = {}
-
-        def score(log_sigma: float) -> float:
-            if float(log_sigma) in cache:
-                return cache[float(log_sigma)][0]
-            value, phi, lap = self.sigma_score(float(log_sigma), warm[0], noise)
-            warm[0] = phi
-            cache[float(log_sigma)] = (value, phi, lap)
-            return value
-
-        # Bracket the root by unit steps in log σ from σ = 1 kT: the score is increasing, and
-        # extreme σ (where its Monte Carlo trace term is noisier than the score) is avoided.
+        """The mode of log σ_ε's Laplace-marginal posterior (a root of `sigma_score`, found by
+        `_scales.marginal_mode` from σ = 1 kT) and the conditional mode of (V, θ*) there,
+        with the marginal's curvature in log σ_ε. (The joint mode is useless here: the
+        density grows without bound as σ_ε → 0 with V = z·θ* exactly, the funnel of every
+        hierarchical model.)"""
+        score = self._score(self.fixed_noise())
+        # Unit steps in log σ from σ = 1 kT bracket the root; extreme σ (where the score's
+        # Monte Carlo trace term is noisier than the score) is avoided by the limits.
         lo_limit, hi_limit = math.log(1e-3), math.log(10.0 * self.sigma_scale)
-        lo = hi = 0.0
-        if score(0.0) > 0:
-            while lo > lo_limit and score(lo - 1.0) > 0:
-                lo -= 1.0
-            lo, hi = max(lo - 1.0, lo_limit), lo
-        else:
-            while hi < hi_limit and score(hi + 1.0) < 0:
-                hi += 1.0
-            lo, hi = hi, min(hi + 1.0, hi_limit)
-        if (score(lo) > 0) == (score(hi) > 0):  # no sign change inside the limits
-            best = lo if score(lo) > 0 else hi
-        else:
-            best = float(brentq(score, lo, hi, xtol=2e-3))
-        _, phi, lap = cache.get(best) or self.sigma_score(best, warm[0], noise)
-        step = 0.05
-        g_hi = self.sigma_score(best + step, phi, noise)[0]
-        g_lo = self.sigma_score(best - step, phi, noise)[0]
-        lap.log_sigma_curvature = max((g_hi - g_lo) / (2 * step), 1.0)
+        best, (phi, lap) = marginal_mode(score, 0.0, lo_limit, hi_limit)
+        lap.log_sigma_curvature = marginal_curvature(score, best, (phi, lap))
         return phi, lap
 
     def sigma_grid(
         self, phi: np.ndarray, lap: Laplace, nodes: tuple[int, ...] = (-2, -1, 0, 1, 2)
     ) -> list[GridPoint]:
-        """Quadrature over log σ_ε (INLA's grid strategy): nodes at the mode ± whole marginal
-        sds, weighted by the Laplace-marginal density (its log-differences integrated from the
-        score by the trapezoid rule), each with its own conditional mode and factors. θ's
-        spread then includes the uncertainty of the pooling scale."""
-        best = float(phi[-1])
+        """Quadrature over log σ_ε (`_scales.marginal_grid`, INLA's grid strategy): nodes at
+        the mode ± whole marginal sds, weighted by the Laplace-marginal density, each with its
+        own conditional mode and factors. θ's spread then includes the uncertainty of the
+        pooling scale."""
         sd = 1.0 / math.sqrt(lap.log_sigma_curvature)
-        noise = self.fixed_noise()
-        points = {0: GridPoint(best, 0.0, phi, lap, sd)}
-        scores = {0: 0.0}
-        for direction in (1, -1):
-            for t in range(1, max(abs(n) for n in nodes) + 1):
-                prev = points[direction * (t - 1)]
-                g, phi_t, lap_t = self.sigma_score(best + direction * t * sd, prev.phi, noise)
-                scores[direction * t] = g
-                # log p(s) − log p(ŝ) = −∫ score ds from ŝ (trapezoid), signed by direction
-                log_drop = prev.weight - direction * 0.5 * sd * (scores[direction * (t - 1)] + g)
-                points[direction * t] = GridPoint(
-                    best + direction * t * sd, log_drop, phi_t, lap_t, sd
-                )
-        chosen = [points[t] for t in nodes]
-        weights = np.exp(np.array([p.weight for p in chosen]))
-        weights /= weights.sum()
-        for point, weight in zip(chosen, weights, strict=True):
-            point.weight = float(weight)
-        return chosen
+        grid = marginal_grid(self._score(self.fixed_noise()), float(phi[-1]), (phi, lap), sd, nodes)
+        return [GridPoint(n.s, n.weight, n.payload[0], n.payload[1], n.spacing) for n in grid]
 
 
 class Solver:
