@@ -2,7 +2,12 @@
 
 The reference (`tests/data/reference_fits.npz`) was written by `tests/reference_fits.py` on
 the code before the workflow/immutable-model restructuring; refitting now must reproduce each
-array (to floating-point noise: the same seed, the same arithmetic)."""
+array (to floating-point noise: the same seed, the same arithmetic). It was regenerated once,
+for the two changes of numbers the restructuring asked for: the non-equilibrium τ_A from the
+fitted-scale driver instead of the stalled EM (`neq_map/*`, and `neq_nuts/*`, whose whitening
+starts there) and the feature model on the pair models' whitening (`feat_nuts/*`, same
+posterior, other draws: means within Monte Carlo error of the old ones). Every other array is
+byte-for-byte the pre-restructuring one (the first version of the file is in git history)."""
 
 from __future__ import annotations
 
