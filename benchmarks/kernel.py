@@ -1,0 +1,100 @@
+"""The exact kernel likelihood's maximum against deeptime's reversible MLE and our pair model.
+
+Counts sampled from the reversible peer matrix (deeptime's P_rev, 251 states, truth −log π)
+at 30, 300 and 3,000 calls per state. For each: the RMSE of V (centred on the states deeptime
+keeps, its largest connected set) for deeptime's `MaximumLikelihoodMSM(reversible=True)`
+(the baseline, fitted in the same run), our kernel likelihood's flat-prior maximum
+(`models._kernel.KernelDensity`, which should equal it) and the pair model's `map` posterior
+mean (the conditional binomial, which ignores self steps), with wall times and RMSE ratios
+against deeptime. Needs deeptime (a test extra).
+
+    python benchmarks/kernel.py [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import numpy as np  # noqa: E402
+
+
+def _peer() -> np.ndarray:
+    import gzip
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tests" / "data" / "deeptime_P_rev_251x251.dat.gz"
+    with gzip.open(path, "rt") as handle:
+        return np.loadtxt(handle)
+
+
+def _rmse(v: np.ndarray, truth: np.ndarray) -> float:
+    d = (v - v.mean()) - (truth - truth.mean())
+    return float(np.sqrt(np.mean(d**2)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    import logging
+
+    logging.disable(logging.WARNING)  # deeptime logs each state set it skips
+    from deeptime.markov.msm import MaximumLikelihoodMSM
+
+    from detailed_balance.models import EquilibriumModel
+    from detailed_balance.models._kernel import KernelDensity
+    from detailed_balance.models._pairs import pair_data
+    from detailed_balance.sampling import fit
+    from detailed_balance.simulation import simulate_from_matrix, stationary_distribution
+
+    peer = _peer()
+    truth_all = -np.log(stationary_distribution(peer))
+    print(
+        f"{'calls/state':>11s} {'seed':>4s} {'kept':>4s} {'deeptime RMSE (s)':>18s} "
+        f"{'kernel MLE RMSE (s)':>20s} {'ratio':>6s} {'pair map RMSE (s)':>18s} {'ratio':>6s}"
+    )
+    for calls in (30, 300, 3000):
+        for seed in range(args.seeds):
+            sim = simulate_from_matrix(peer, calls * len(peer), seed=seed)
+            pairs = pair_data(sim.transitions)
+            index = np.array([int(str(s).removeprefix("s")) for s in pairs.states])
+            k = pairs.n_states
+            counts = np.zeros((k, k))
+            counts[pairs.i, pairs.j] = pairs.n_fg
+            counts[pairs.j, pairs.i] = pairs.n_gf
+            counts[np.arange(k), np.arange(k)] = pairs.visits - counts.sum(axis=1)
+            start = time.perf_counter()
+            msm = MaximumLikelihoodMSM(reversible=True).fit_from_counts(counts).fetch_model()
+            t_dt = time.perf_counter() - start
+            active = np.asarray(msm.count_model.state_symbols)
+            v_dt = -np.log(msm.stationary_distribution)
+
+            start = time.perf_counter()
+            density = KernelDensity(pairs, scale=None)
+            v_k = density.potential(density.find_map())[active]
+            t_k = time.perf_counter() - start
+
+            start = time.perf_counter()
+            result = fit(EquilibriumModel(), sim.transitions, method="map", draws=1000, chains=1)
+            v_p = result.posterior["posterior"]["V"].mean(("chain", "draw")).to_numpy()[active]
+            t_p = time.perf_counter() - start
+
+            truth = truth_all[index[active]]
+
+            r_dt, r_k, r_p = (_rmse(v, truth) for v in (v_dt, v_k, v_p))
+            print(
+                f"{calls:11d} {seed:4d} {len(active):4d} {r_dt:11.4f} ({t_dt:4.2f}) "
+                f"{r_k:13.4f} ({t_k:4.2f}) {r_k / r_dt:6.3f} {r_p:11.4f} ({t_p:4.2f}) "
+                f"{r_p / r_dt:6.3f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
