@@ -37,8 +37,14 @@ from .ppc import (
     ppc_pairs,
 )
 
-
 # -- verdict ------------------------------------------------------------------------------
+NO_CYCLE_REASON = (
+    "no 3-cycle observed (no three states with all six directed edges seen): the loop tests "
+    "have nothing to test, so the verdict rests on the pair-level tests, the pair-count PPC "
+    "and LOO"
+)
+
+
 @dataclass
 class Verdict:
     """``holds`` / ``violated`` / ``inconclusive`` with the numbers behind it.
@@ -88,7 +94,9 @@ def bayes_verdict(
     without loop evidence, or MCMC badly unconverged: R-hat > 1.05 or > 1% divergent draws;
     milder problems only warn). Data whose pairs form a forest (``cycle_rank`` 0: chains,
     stars, single pairs) are always ``inconclusive``: there every kernel satisfies detailed
-    balance, so neither answer has evidence behind it.
+    balance, so neither answer has evidence behind it. Data with loops but no 3-cycle
+    (``n_cycles`` 0: loop p-value None, nothing to flag) say so first in `reasons`
+    (`NO_CYCLE_REASON`); their verdict rests on the pair-level tests, the PPC and LOO.
     """
     rng = np.random.default_rng(seed)
     pairs = pair_violations(neq_result, fdr, ci=ci)
@@ -166,16 +174,23 @@ def bayes_verdict(
             "satisfies detailed balance, so these data cannot show a violation nor support "
             "it; collect until states close loops",
         )
-    elif violated and converged:
-        verdict = "violated"
-    elif fired == 0 and flagged_pairs == 0 and ppc["p_value"] >= ppc_alpha and converged:
-        verdict = "holds"
-        reasons.append(
-            "no 3-cycle or pair of credible sign, LOO does not prefer non-equilibrium, "
-            f"equilibrium reproduces pair counts (PPC p = {ppc['p_value']:.2f})"
-        )
     else:
-        verdict = "inconclusive"
+        if n_cycles == 0:
+            # Loops exist, but none is a 3-cycle with all six edges seen: the loop tests have
+            # nothing to test (loop p null, 0 of 0 flagged), which is no evidence either way.
+            reasons.insert(0, NO_CYCLE_REASON)
+        if violated and converged:
+            verdict = "violated"
+        elif fired == 0 and flagged_pairs == 0 and ppc["p_value"] >= ppc_alpha and converged:
+            verdict = "holds"
+            reasons.append(
+                f"no {'3-cycle or ' if n_cycles else ''}pair of credible sign, LOO does not "
+                "prefer non-equilibrium, equilibrium reproduces pair counts "
+                f"(PPC p = {ppc['p_value']:.2f})"
+            )
+        else:
+            verdict = "inconclusive"
+    if verdict == "inconclusive" and cycle_rank > 0:
         if fired == 1:
             reasons.append("only one line of evidence against detailed balance")
         elif fired >= 2 and not loop_specific:

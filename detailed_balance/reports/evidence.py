@@ -40,7 +40,10 @@ def evidence_rows(evidence: dict[str, Any]) -> list[tuple[str, str]]:
         ("pair-count PPC p (deviance, eq)", _num(evidence.get("ppc_p"), ".3f")),
         (
             "loop χ²/ndf, PPC p (eq)",
-            f"{_num(evidence.get('loop_chi2_ndf'))}, p = {_num(evidence.get('loop_ppc_p'), '.3f')}",
+            "– (no 3-cycle observed)"
+            if evidence.get("n_cycles") == 0
+            else f"{_num(evidence.get('loop_chi2_ndf'))}, "
+            f"p = {_num(evidence.get('loop_ppc_p'), '.3f')}",
         ),
         (
             f"flagged 3-cycles (FDR {fdr})",

@@ -68,16 +68,28 @@ def reading(evidence: dict[str, Any], ci: float) -> str:
     tau = evidence.get("tau_A")
     tau_text = f"τ_A ≤ {tau['upper']:.2g}" if tau and tau.get("upper") is not None else ""
     cycles = f"{evidence.get('flagged_cycles', 0)} of {evidence.get('n_cycles', 0)} 3-cycles"
+    no_cycle = not evidence.get("n_cycles")  # no 3-cycle observed: the pair-level evidence
     if verdict == "holds":
+        loops = (
+            "no 3-cycle was observed (the verdict rests on the pair-level evidence)"
+            if no_cycle
+            else f"{cycles} have a loop affinity of credible sign"
+        )
         parts.append(
             f"Detailed balance holds within the measurement: the antisymmetric (non-equilibrium) "
-            f"term is small ({tau_text}), {cycles} have a loop affinity of credible sign, and "
+            f"term is small ({tau_text}), {loops}, and "
             f"the equilibrium model reproduces the counts."
         )
     elif verdict == "violated":
+        loops = (
+            "no 3-cycle was observed, but pairs carry a credible antisymmetric term, the "
+            "non-equilibrium model predicts held-out pairs better and the equilibrium one "
+            "cannot reproduce the counts"
+            if no_cycle
+            else f"{cycles} carry a credible loop affinity (a net circulation)"
+        )
         parts.append(
-            f"Detailed balance is violated: {cycles} carry a credible loop affinity "
-            f"(a net circulation), "
+            f"Detailed balance is violated: {loops}, "
             + (f"{tau_text.replace('≤', 'up to')}; " if tau_text else "")
             + "the potential describes the drift but not all of the dynamics."
         )
