@@ -142,9 +142,10 @@ def test_ring_check_without_json_prints_the_verdict(ring):
     assert f"- {NO_CYCLE_REASON}" in stdout, stdout
 
 
-def test_ring_report(ring, tmp_path):
+@pytest.mark.parametrize("model", ["equilibrium", "nonequilibrium"])
+def test_ring_report(ring, tmp_path, model):
     out = tmp_path / "report.html"
-    rc, _, err = run(["report", str(ring["equilibrium"]), "-o", str(out)])
+    rc, _, err = run(["report", str(ring[model]), "-o", str(out)])
     assert rc == 0, err
     assert out.exists()
     summary = json.loads(out.with_suffix(".json").read_text())
