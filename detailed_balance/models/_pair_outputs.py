@@ -44,6 +44,13 @@ def laplace_posterior(
     if len(parts) > 1:
         order = rng.permutation(draws)
         v_draws, antisym, tau = v_draws[order], antisym[order], tau[order]
+    if lay.nonequilibrium and not (density.a_mask > 0).any():
+        # No pair carries A: the data say nothing about τ_A, whose posterior is its prior.
+        scale = float(density.config["tau_A_scale"])
+        if density.config["tau_A_prior"] == "halfcauchy":
+            tau = scale * np.abs(rng.standard_cauchy(draws))
+        else:
+            tau = scale * np.abs(rng.standard_normal(draws))
     theta = prepared.map_result.theta
     report = pairs.with_reference(reference)
     variables: dict[str, Any] = {"V": (("chain", "draw", "state"), report.centre(v_draws)[None])}
