@@ -198,3 +198,18 @@ def test_map_tau_agrees_with_nuts(design, drive):
     overlap = min(hi, out["map"][2]) - max(lo, out["map"][1])
     assert overlap >= 0.5 * (hi - lo), out
     assert 0.5 <= out["map"][1] / lo <= 2.0, out
+
+
+def test_tau_without_any_pair_carrying_a_is_drawn_from_its_prior():
+    """A_pairs='two_way' on data seen one way only: no pair carries A, so the map method's
+    τ_A is its HalfNormal(1) prior (mean √(2/π) ≈ 0.798), not a constant."""
+    counts = pd.DataFrame(
+        {"source": ["a", "b", "c"], "target": ["b", "c", "a"], "count": [4, 3, 5]}
+    )
+    visits = pd.DataFrame({"source": ["a", "b", "c"], "visits": [10, 10, 10]})
+    data = Transitions.from_counts(counts, visits=visits)
+    model = NonEquilibriumModel({"A_pairs": "two_way"})
+    result = fit(model, data, method="map", draws=4000, chains=1, seed=1)
+    tau = result.posterior["posterior"]["tau_A"].to_numpy().ravel()
+    assert tau.mean() == pytest.approx(np.sqrt(2 / np.pi), abs=0.03)
+    assert np.quantile(tau, 0.95) == pytest.approx(1.960, abs=0.1)  # |Z| < 1.96 w.p. 0.95
