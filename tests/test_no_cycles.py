@@ -181,3 +181,54 @@ def test_no_modelled_pair_left_is_refused_clearly(ring, tmp_path):
     assert rc == 2 and stdout == ""
     assert "no transitions between different states are left" in err
     assert "lower --min-visits" in err
+
+
+# -- the verdict's rule on ideal posteriors of the ring (LOO counted: "MCMC" draws) ----------
+def _ring_data(drive: float):
+    """The ring's states and V with counts at their expectation under T_fg = 0.1 e^(u/2),
+    u = V_f − V_g + A_fg, A = `drive` on every r_k → r_k+1 (a circulation of 6·drive round
+    the one loop, no 3-cycle); returns the data, the true V and A (pairs' f→g orientation)."""
+    import numpy as np
+    import pandas as pd
+
+    from detailed_balance.data import Transitions
+
+    names = [f"r{k}" for k in range(len(RING_V))]
+    rows = []
+    for k, f in enumerate(names):
+        g = names[(k + 1) % len(names)]
+        u = RING_V[k] - RING_V[(k + 1) % len(names)] + drive
+        rows += [(f, g, round(RING_VISITS * 0.1 * math.exp(u / 2))),
+                 (g, f, round(RING_VISITS * 0.1 * math.exp(-u / 2)))]  # fmt: skip
+    counts = pd.DataFrame(rows, columns=["source", "target", "count"])
+    data = Transitions.from_counts(counts, pd.DataFrame({"source": names, "visits": RING_VISITS}))
+    pairs = data.pairs()
+    step = {(f, names[(k + 1) % len(names)]) for k, f in enumerate(names)}
+    orient = zip(pairs["f"], pairs["g"], strict=True)
+    a = np.array([drive if (f, g) in step else -drive for f, g in orient])
+    return data, pd.Series(RING_V, index=names) - np.mean(RING_V), a
+
+
+def test_verdict_rule_without_a_three_cycle():
+    """No 3-cycle, one 6-loop: with posteriors centred on the truth (NUTS-labelled, so LOO is
+    counted) reversible counts `hold` and a circulation of 9 round the loop is `violated` by
+    the pair-level evidence alone (a flagged pair, the pair-count PPC and LOO agree)."""
+    from test_bayes_diagnostics import gaussian_fit
+
+    from detailed_balance.diagnostics import bayes_verdict
+
+    data, v, a = _ring_data(0.0)
+    verdict = bayes_verdict(gaussian_fit(data, v, sd=0.02), gaussian_fit(data, v, a, sd=0.02))
+    ev = verdict.evidence
+    assert (ev["n_cycles"], ev["cycle_rank"], ev["loop_ppc_p"]) == (0, 1, None)
+    assert ev["loo_counted"] is True and ev["flagged_pairs"] == 0 and ev["ppc_p"] >= 0.05
+    assert verdict.verdict == "holds", verdict.reasons
+    assert verdict.reasons[0].startswith(NO_CYCLE_REASON)
+
+    data, v, a = _ring_data(1.5)
+    verdict = bayes_verdict(gaussian_fit(data, v, sd=0.02), gaussian_fit(data, v, a, sd=0.02))
+    ev = verdict.evidence
+    assert ev["n_cycles"] == 0 and ev["flagged_cycles"] == 0 and ev["loop_ppc_p"] is None
+    assert ev["flagged_pairs"] == 6 and ev["ppc_p"] < 0.01 and ev["elpd_diff"] > 4
+    assert verdict.verdict == "violated", verdict.reasons
+    assert verdict.reasons[0].startswith(NO_CYCLE_REASON)
