@@ -227,8 +227,11 @@ def pair_scale_score(density: PairDensity, which: str) -> Score:
         rng = np.random.default_rng(0)
         total = 0.0
         n_draws = score_draws(lay.size)
-        for _ in range(n_draws // _CHUNK):
-            dv, da = gaussian_draws(pairs, w, h, _CHUNK, rng, tau, solver=solver)
+        # ≤ ~2·10⁷ pair entries per chunk (a few hundred MB of temporaries at 10× paper scale)
+        chunk = int(np.clip(20_000_000 // max(pairs.n_pairs, 1), 10, _CHUNK))
+        for start_draw in range(0, n_draws, chunk):
+            m = min(chunk, n_draws - start_draw)
+            dv, da = gaussian_draws(pairs, w, h, m, rng, tau, solver=solver)
             values = []
             for w_, h_, t_ in ends:
                 dx = dv[:, pairs.i] - dv[:, pairs.j]
