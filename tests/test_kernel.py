@@ -154,3 +154,24 @@ def test_maximum_equals_deeptimes_reversible_mle():
     np.testing.assert_allclose(rest, np.diag(reference), atol=1e-6)
     v_ref = sub.centre(-np.log(msm.stationary_distribution[index]))
     np.testing.assert_allclose(density.potential(theta), v_ref, atol=1e-6)
+
+
+def test_laplace_draws_have_the_inverse_hessian_as_covariance():
+    """Perturb-then-solve: the draws' mean is θ* and their covariance H⁻¹, with H built
+    column by column from the exact Hessian-vector product (dense linear algebra)."""
+    pairs = pair_data(_transitions(TINY_COUNTS, TINY_VISITS))
+    density = KernelDensity(pairs, scale=3.0)
+    theta = density.find_map()
+    n = density.size
+    hessian = np.column_stack([density.hessp(theta, e) for e in np.eye(n)])
+    draws = density.laplace_draws(theta, 40_000, np.random.default_rng(4))
+    assert draws.shape == (40_000, n)
+    cov = np.cov(draws.T)
+    target = np.linalg.inv(hessian)
+    np.testing.assert_allclose(
+        draws.mean(axis=0), theta, atol=4 * np.sqrt(target.diagonal().max() / 40_000)
+    )
+    np.testing.assert_allclose(cov, target, atol=0.03 * np.abs(target).max())
+    # V per draw is −log π of that draw
+    v = density.potential_draws(draws[:3])
+    np.testing.assert_allclose(v[1], density.potential(draws[1]), atol=1e-12)
