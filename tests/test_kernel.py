@@ -164,7 +164,7 @@ def test_laplace_draws_have_the_inverse_hessian_as_covariance():
     theta = density.find_map()
     n = density.size
     hessian = np.column_stack([density.hessp(theta, e) for e in np.eye(n)])
-    draws = density.laplace_draws(theta, 40_000, np.random.default_rng(4))
+    draws = density.laplace_draws(theta, 40_000, np.random.default_rng(4), direct=False)
     assert draws.shape == (40_000, n)
     cov = np.cov(draws.T)
     target = np.linalg.inv(hessian)
@@ -175,3 +175,27 @@ def test_laplace_draws_have_the_inverse_hessian_as_covariance():
     # V per draw is −log π of that draw
     v = density.potential_draws(draws[:3])
     np.testing.assert_allclose(v[1], density.potential(draws[1]), atol=1e-12)
+
+
+def test_direct_laplace_draws_factor_the_explicit_hessian_and_agree_on_v():
+    """The explicit Hessian (per-state multinomial blocks + prior) is the exact one minus the
+    gauge term; direct draws have its inverse as covariance, and their V = −log π matches the
+    matrix-free draws' in mean and covariance (the gauge direction is invisible to V)."""
+    pairs = pair_data(_transitions(TINY_COUNTS, TINY_VISITS))
+    density = KernelDensity(pairs, scale=3.0)
+    theta = density.find_map()
+    n = density.size
+    full = np.column_stack([density.hessp(theta, e) for e in np.eye(n)])
+    explicit = density.explicit_hessian(theta).toarray()
+    sizes = np.maximum(density.sizes, 1)
+    same = density.component[:, None] == density.component[None, :]
+    gauge = density.gauge * same / sizes[density.component][:, None]
+    np.testing.assert_allclose(explicit + gauge, full, atol=1e-9)
+    direct = density.laplace_draws(theta, 40_000, np.random.default_rng(5))
+    np.testing.assert_allclose(
+        np.cov(direct.T), np.linalg.inv(explicit), atol=0.03 * np.abs(np.linalg.inv(explicit)).max()
+    )
+    cg = density.laplace_draws(theta, 40_000, np.random.default_rng(6), direct=False)
+    v_direct, v_cg = density.potential_draws(direct), density.potential_draws(cg)
+    np.testing.assert_allclose(v_direct.mean(axis=0), v_cg.mean(axis=0), atol=0.02)
+    np.testing.assert_allclose(np.cov(v_direct.T), np.cov(v_cg.T), atol=0.02)

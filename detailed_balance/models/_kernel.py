@@ -32,8 +32,12 @@ from threadpoolctl import threadpool_limits
 
 from detailed_balance.data import DataError
 
-from ._density import block_pcg
+from ._density import SpdSolver, block_pcg
 from ._pairs import PairData
+
+# Past this many entries in the per-state blocks of the Hessian (Σ_f (degree_f + 1)²), the
+# Laplace draws use matrix-free conjugate gradients instead of a sparse factorisation.
+MAX_BLOCK_ENTRIES = 20_000_000
 
 
 class KernelDensity:
@@ -153,8 +157,39 @@ class KernelDensity:
         cols = np.concatenate([np.arange(p), np.arange(p), p + np.arange(k)])
         return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(k, p + k))
 
+    def explicit_hessian(self, theta: np.ndarray) -> sp.csc_matrix | None:
+        """−∇² log p at θ without the gauge term, as a sparse matrix: one dense block
+        N_f (diag(q_f) − q_f q_fᵀ) per state over its coordinates, plus the prior (None when
+        the blocks would hold more than `MAX_BLOCK_ENTRIES` entries: hubs)."""
+        a = self._incidence().tocsr()
+        degree = np.diff(a.indptr)
+        if float(np.sum(degree.astype(float) ** 2)) > MAX_BLOCK_ENTRIES:
+            return None
+        x = np.exp(theta)
+        pi = a @ x
+        state = np.repeat(np.arange(len(degree)), degree)  # entries in CSR order
+        coord = a.indices
+        q = x[coord] / pi[state]
+        # all (e, e′) pairs of entries of one state: e repeated deg times, e′ running
+        reps = degree[state]
+        first = np.repeat(np.arange(len(coord)), reps)
+        offset = np.arange(len(first)) - np.repeat(np.cumsum(reps) - reps, reps)
+        second = a.indptr[state[first]] + offset
+        values = -self.calls[state[first]] * q[first] * q[second]
+        diag = np.bincount(coord, self.calls[state] * q, self.size)
+        if self.scale is not None:
+            diag = diag + 1.0 / self.scale**2
+        n = self.size
+        hessian = sp.coo_matrix((values, (coord[first], coord[second])), shape=(n, n))
+        return (hessian + sp.diags(diag)).tocsc()
+
     def laplace_draws(
-        self, theta: np.ndarray, draws: int, rng: np.random.Generator, tol: float = 1e-8
+        self,
+        theta: np.ndarray,
+        draws: int,
+        rng: np.random.Generator,
+        tol: float = 1e-8,
+        direct: bool = True,
     ) -> np.ndarray:
         """`draws` draws (draws × (P + K)) of θ ~ N(θ*, H⁻¹), H = −∇² log p at `theta`, by
         perturb-then-solve: H is a sum of one multinomial information per state,
@@ -162,7 +197,13 @@ class KernelDensity:
         and gauge terms, so b = Σ_f √N_f (√q_f ⊙ ξ_f − q_f (√q_f · ξ_f)) + prior and gauge
         noise has covariance H, and δ = H⁻¹ b (matrix-free block conjugate gradients, Jacobi
         preconditioned, all draws at once) has covariance H⁻¹. Needs a proper posterior
-        (`scale` given), else the gauge direction alone is not enough to pin δ."""
+        (`scale` given), else the gauge direction alone is not enough to pin δ.
+
+        When the per-state blocks fit (`explicit_hessian`), H without the gauge term is
+        factorised once and solved directly instead (`SpdSolver`): the likelihood does not
+        change along a component's constant direction and the isotropic prior does not couple
+        it to the rest, so the gauge term changes nothing but that direction, which V = −log π
+        (centred) does not see; those draws have covariance (H − gauge)⁻¹."""
         if self.scale is None:
             raise ValueError("laplace_draws needs a prior scale (KernelDensity(scale=...)).")
         a = self._incidence()
@@ -179,6 +220,10 @@ class KernelDensity:
         scatter = sp.csr_matrix((np.ones(len(coord)), (coord, np.arange(len(coord)))))
         b = scatter @ entries
         b += rng.standard_normal(b.shape) / self.scale
+        explicit = self.explicit_hessian(theta) if direct else None
+        if explicit is not None:
+            solver = SpdSolver(explicit)
+            return (theta[:, None] + solver.solve(np.asarray(b), tol)).T
         sizes = np.maximum(self.sizes, 1)
         eta = rng.standard_normal((len(self.sizes), draws))
         b += (np.sqrt(self.gauge / sizes)[:, None] * eta)[self.component]
