@@ -38,6 +38,24 @@ def _peer() -> np.ndarray:
         return np.loadtxt(handle)
 
 
+def _peer_data(peer: np.ndarray, calls: int, seed: int):
+    """Counts of `calls` calls per state from the peer matrix: the simulation, its pairs, each
+    modelled state's row in the peer matrix, and the full count matrix (self steps on the
+    diagonal) that deeptime takes."""
+    from detailed_balance.models._pairs import pair_data
+    from detailed_balance.simulation import simulate_from_matrix
+
+    sim = simulate_from_matrix(peer, calls * len(peer), seed=seed)
+    pairs = pair_data(sim.transitions)
+    index = np.array([int(str(s).removeprefix("s")) for s in pairs.states])
+    k = pairs.n_states
+    counts = np.zeros((k, k))
+    counts[pairs.i, pairs.j] = pairs.n_fg
+    counts[pairs.j, pairs.i] = pairs.n_gf
+    counts[np.arange(k), np.arange(k)] = pairs.visits - counts.sum(axis=1)
+    return sim, pairs, index, counts
+
+
 def _rmse(v: np.ndarray, truth: np.ndarray) -> float:
     d = (v - v.mean()) - (truth - truth.mean())
     return float(np.sqrt(np.mean(d**2)))
@@ -47,8 +65,7 @@ def laplace(seeds: int) -> None:
     from deeptime.markov.msm import MaximumLikelihoodMSM
 
     from detailed_balance.models._kernel import KernelDensity
-    from detailed_balance.models._pairs import pair_data
-    from detailed_balance.simulation import simulate_from_matrix, stationary_distribution
+    from detailed_balance.simulation import stationary_distribution
 
     peer = _peer()
     truth_all = -np.log(stationary_distribution(peer))
@@ -58,14 +75,8 @@ def laplace(seeds: int) -> None:
     )
     for calls in (30, 300, 3000):
         for seed in range(seeds):
-            sim = simulate_from_matrix(peer, calls * len(peer), seed=seed)
-            pairs = pair_data(sim.transitions)
-            index = np.array([int(str(s).removeprefix("s")) for s in pairs.states])
+            sim, pairs, index, counts = _peer_data(peer, calls, seed)
             k = pairs.n_states
-            counts = np.zeros((k, k))
-            counts[pairs.i, pairs.j] = pairs.n_fg
-            counts[pairs.j, pairs.i] = pairs.n_gf
-            counts[np.arange(k), np.arange(k)] = pairs.visits - counts.sum(axis=1)
             msm = MaximumLikelihoodMSM(reversible=True).fit_from_counts(counts).fetch_model()
             active = np.asarray(msm.count_model.state_symbols)
             start = time.perf_counter()
@@ -105,9 +116,8 @@ def main() -> None:
 
     from detailed_balance.models import EquilibriumModel
     from detailed_balance.models._kernel import KernelDensity
-    from detailed_balance.models._pairs import pair_data
     from detailed_balance.sampling import fit
-    from detailed_balance.simulation import simulate_from_matrix, stationary_distribution
+    from detailed_balance.simulation import stationary_distribution
 
     peer = _peer()
     truth_all = -np.log(stationary_distribution(peer))
@@ -117,14 +127,7 @@ def main() -> None:
     )
     for calls in (30, 300, 3000):
         for seed in range(args.seeds):
-            sim = simulate_from_matrix(peer, calls * len(peer), seed=seed)
-            pairs = pair_data(sim.transitions)
-            index = np.array([int(str(s).removeprefix("s")) for s in pairs.states])
-            k = pairs.n_states
-            counts = np.zeros((k, k))
-            counts[pairs.i, pairs.j] = pairs.n_fg
-            counts[pairs.j, pairs.i] = pairs.n_gf
-            counts[np.arange(k), np.arange(k)] = pairs.visits - counts.sum(axis=1)
+            sim, pairs, index, counts = _peer_data(peer, calls, seed)
             start = time.perf_counter()
             msm = MaximumLikelihoodMSM(reversible=True).fit_from_counts(counts).fetch_model()
             t_dt = time.perf_counter() - start
