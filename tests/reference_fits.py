@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 PATH = Path(__file__).parent / "data" / "reference_fits.npz"
+PAIRS = {"likelihood": "pairs"}  # eq_*: the pair likelihood (kern_*: the default, kernel)
 
 
 def reference_fits() -> dict[str, np.ndarray]:
@@ -31,9 +32,11 @@ def reference_fits() -> dict[str, np.ndarray]:
     feats = pd.DataFrame(x, columns=["a", "b"], index=featured.states)
     out: dict[str, np.ndarray] = {}
     cases = {
-        "eq_map": (EquilibriumModel(), sim, "map", {"draws": 200, "chains": 1}),
+        "eq_map": (EquilibriumModel(PAIRS), sim, "map", {"draws": 200, "chains": 1}),
+        "kern_map": (EquilibriumModel(), sim, "map", {"draws": 200, "chains": 1}),
+        "kern_nuts": (EquilibriumModel(), sim, "nuts", {"draws": 50, "tune": 100, "chains": 2}),
         "neq_map": (NonEquilibriumModel(), driven, "map", {"draws": 200, "chains": 1}),
-        "eq_nuts": (EquilibriumModel(), sim, "nuts", {"draws": 50, "tune": 100, "chains": 2}),
+        "eq_nuts": (EquilibriumModel(PAIRS), sim, "nuts", {"draws": 50, "tune": 100, "chains": 2}),
         "neq_nuts": (
             NonEquilibriumModel(),
             driven,

@@ -99,7 +99,7 @@ def test_unknown_config_and_reference_are_refused():
 @pytest.mark.parametrize(
     ("cls", "config"),
     [
-        (EquilibriumModel, {}),
+        (EquilibriumModel, {"likelihood": "pairs"}),
         (EquilibriumModel, {"V_prior": "normal", "ilu_drop_tol": 0.1}),
         (EquilibriumModel, {"V_prior": "student_t"}),
         (NonEquilibriumModel, {"tau_A_prior": "halfcauchy"}),
@@ -343,7 +343,7 @@ def test_nonequilibrium_map_tau_small_when_reversible_large_when_driven():
 def test_fused_density_gradient_matches_finite_differences(small_sim, cls, prior):
     """The fused kernel's hand-written gradient (as nutpie and ADVI see it, numba-compiled)
     equals central differences of its own log density, in every value variable."""
-    model = cls({"V_prior": prior})
+    model = cls({"V_prior": prior, "likelihood": "pairs"})
     pm_model = model.build_model(model.prepare(small_sim.transitions))
     fn = pm_model.compile_fn([pm_model.logp(), pm_model.dlogp()], mode="NUMBA")
     names = [v.name for v in pm_model.value_vars]

@@ -41,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--model features: state features (also with --method least-action)",
     )
     bayes.add_argument(
+        "--likelihood",
+        default="auto",
+        choices=("auto", "kernel", "pairs"),
+        help="kernel: one multinomial per prompt state (needs true visit counts); pairs: one "
+        "binomial per pair; auto (default): kernel when the visits are true counts",
+    )
+    bayes.add_argument(
         "--prior", default="wide", choices=("wide", "normal", "student_t"), help="prior on V"
     )
     bayes.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
@@ -87,9 +94,16 @@ def _bayes(args: argparse.Namespace, data) -> int:
     if args.model == "features":
         from ._features import feature_model, write_theta
 
+        if args.likelihood == "kernel":
+            raise UserError(
+                "--likelihood kernel is not available for --model features yet (it fits the "
+                "pair likelihood); leave --likelihood at auto or pass pairs."
+            )
+
         model = feature_model(args)
     else:
-        model = model_from_name(args.model, {"V_prior": args.prior, "reference": args.reference})
+        config = {"V_prior": args.prior, "reference": args.reference}
+        model = model_from_name(args.model, {**config, "likelihood": args.likelihood})
     result = fit(
         model,
         data,
@@ -110,6 +124,9 @@ def _bayes(args: argparse.Namespace, data) -> int:
     )
     if len(pairs.excluded_pairs):
         message += f", {len(pairs.excluded_pairs)} pairs excluded (a visit count unknown)"
+    attrs = result.posterior.attrs
+    if attrs.get("likelihood_reason"):
+        message += f"; {attrs['likelihood']} likelihood: {attrs['likelihood_reason']}"
     print(f"{message} → {args.out}", file=sys.stderr)
     if args.summary:
         write_frame_atomic(result.summary(args.ci), args.summary, "--summary", index=False)

@@ -21,9 +21,22 @@ O(pairs + states) per gradient. Scaling every X of a component by one constant c
 that gauge direction is fixed by a quadratic term on the component's mean of (u, r), which the
 likelihood does not see. Priors: Normal(0, `scale`) on u and r when `scale` is given (none:
 the maximum of the likelihood, for the comparison with deeptime's estimator).
+
+The likelihood factorises. With S_f = Σ_g X_fg, the remainder probability ρ_f = X_ff / π_f
+and M_f = N_f − R_f the moves of f, log π_f = log S_f − log(1 − ρ_f) and
+
+    log L = Σ_f [R_f log ρ_f + M_f log(1 − ρ_f)] + [Σ_p m_p u_p − Σ_f M_f log S_f]:
+
+a binomial of each state's remainder times the reversible multinomial of its moves given that
+it moved (the jump chain X_fg / S_f, reversible with respect to S). Under a prior that is
+independent between ρ and u the two parts are independent a posteriori. ``jump=True`` is the
+second part alone — coordinates u only, N_f replaced by M_f — which the Bayesian kernel model
+(`_kernel_model`) samples, with ρ_f drawn from its Beta posterior.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,7 +45,7 @@ from threadpoolctl import threadpool_limits
 
 from detailed_balance.data import DataError
 
-from ._density import SpdSolver, block_pcg
+from ._density import MapResult, SpdSolver, block_pcg
 from ._pairs import PairData
 
 # Past this many entries in the per-state blocks of the Hessian (Σ_f (degree_f + 1)²), the
@@ -43,7 +56,13 @@ MAX_BLOCK_ENTRIES = 20_000_000
 class KernelDensity:
     """−log posterior of the reversible kernel model in θ = [u (P), r (K)] and its gradient."""
 
-    def __init__(self, pairs: PairData, scale: float | None = None, gauge: float = 1.0) -> None:
+    def __init__(
+        self,
+        pairs: PairData,
+        scale: float | None = None,
+        gauge: float = 1.0,
+        jump: bool = False,
+    ) -> None:
         self.pairs = pairs
         k = pairs.n_states
         out = np.bincount(pairs.i, pairs.n_fg, k) + np.bincount(pairs.j, pairs.n_gf, k)
@@ -56,17 +75,27 @@ class KernelDensity:
                 "likelihood='pairs' for approximate visits (e.g. the paper's uniform N₀)."
             )
         self.m = pairs.trials
-        self.calls = pairs.visits
-        self.remainder = np.maximum(remainder, 0.0)
+        self.jump = bool(jump)
+        self.moves_out = out  # M_f: calls of f that moved to a modelled target
+        self.stays = np.maximum(remainder, 0.0)  # R_f: the remainder count
+        # jump: the moves given a move (N_f → M_f), no remainder coordinates
+        self.calls = out if self.jump else pairs.visits
+        self.remainder = np.zeros(0) if self.jump else self.stays
         self.scale = scale
         # component of each coordinate (pairs take their f's component) and sizes, for the gauge
-        self.component = np.concatenate([pairs.component[pairs.i], pairs.component])
+        self.component = pairs.component[pairs.i]
+        if not self.jump:
+            self.component = np.concatenate([self.component, pairs.component])
         self.sizes = np.bincount(self.component, minlength=pairs.n_components)
         self.gauge = float(gauge)
 
     @property
     def size(self) -> int:
-        return self.pairs.n_pairs + self.pairs.n_states
+        return self.pairs.n_pairs + len(self.remainder)
+
+    def _weights(self, r: np.ndarray) -> np.ndarray | float:
+        """X_ff = exp(r) per state (0 for the jump density, which has no remainder)."""
+        return np.exp(r) if len(r) else 0.0
 
     def split(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = self.pairs.n_pairs
@@ -77,7 +106,7 @@ class KernelDensity:
         u, r = self.split(theta)
         x = np.exp(u)
         k = self.pairs.n_states
-        return np.bincount(self.pairs.i, x, k) + np.bincount(self.pairs.j, x, k) + np.exp(r)
+        return np.bincount(self.pairs.i, x, k) + np.bincount(self.pairs.j, x, k) + self._weights(r)
 
     def potential(self, theta: np.ndarray) -> np.ndarray:
         """V = −log π in the pair models' gauge (`PairData.centre`)."""
@@ -86,14 +115,13 @@ class KernelDensity:
     def logp_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         pairs = self.pairs
         u, r = self.split(theta)
-        x, rem = np.exp(u), np.exp(r)
+        x, rem = np.exp(u), self._weights(r)
         k = pairs.n_states
         pi = np.bincount(pairs.i, x, k) + np.bincount(pairs.j, x, k) + rem
         load = self.calls / pi  # N_f / π_f
         logp = float(self.m @ u + self.remainder @ r - self.calls @ np.log(pi))
-        grad = np.concatenate(
-            [self.m - x * (load[pairs.i] + load[pairs.j]), self.remainder - rem * load]
-        )
+        grad_r = self.remainder - rem * load if len(r) else r
+        grad = np.concatenate([self.m - x * (load[pairs.i] + load[pairs.j]), grad_r])
         if self.scale is not None:
             logp -= 0.5 * float(theta @ theta) / self.scale**2
             grad -= theta / self.scale**2
@@ -110,11 +138,12 @@ class KernelDensity:
         """A w: per state, the sum of its pairs' and its remainder's entries (K,)."""
         pairs, k = self.pairs, self.pairs.n_states
         u, r = self.split(w)
-        return np.bincount(pairs.i, u, k) + np.bincount(pairs.j, u, k) + r
+        return np.bincount(pairs.i, u, k) + np.bincount(pairs.j, u, k) + (r if len(r) else 0.0)
 
     def _gather(self, y: np.ndarray) -> np.ndarray:
         """Aᵀ y: per coordinate, the sum over the states it enters (P + K,)."""
-        return np.concatenate([y[self.pairs.i] + y[self.pairs.j], y])
+        parts = [y[self.pairs.i] + y[self.pairs.j]]
+        return np.concatenate(parts if self.jump else [*parts, y])
 
     def hessp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
         """(−∇² log p) v, exact, O(pairs + states): with π = A e^θ,
@@ -129,7 +158,11 @@ class KernelDensity:
         return out + self.gauge * means[self.component]
 
     def find_map(self, start: np.ndarray | None = None, maxiter: int = 500) -> np.ndarray:
-        """Newton with conjugate-gradient steps in a trust region (`trust-krylov`, exact
+        """The MAP θ* (`mode`)."""
+        return self.mode(start, maxiter).theta
+
+    def mode(self, start: np.ndarray | None = None, maxiter: int = 500) -> MapResult:
+        """The MAP with its log density, iterations and convergence flag: Newton with conjugate-gradient steps in a trust region (`trust-krylov`, exact
         Hessian-vector products): converges to the gradient's precision, where L-BFGS stalls
         at the float resolution of the objective (a sum of ~N terms)."""
         theta0 = self.initial() if start is None else np.asarray(start, dtype=float)
@@ -138,24 +171,31 @@ class KernelDensity:
             logp, grad = self.logp_grad(theta)
             return -logp, -grad
 
-        with threadpool_limits(1, user_api="blas"):
+        # The gradient is a sum of ~N count terms: its float noise grows like √N, so the
+        # tolerance does too (1e-8 per unit count scale; a fixed 1e-8 stalls on large data).
+        gtol = 1e-8 * max(1.0, float(np.sqrt(self.calls.sum())))
+        with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
+            # trlib's subproblem solver warns (invalid multiply) near the optimum of tiny cases
+            warnings.simplefilter("ignore", RuntimeWarning)
             result = minimize(
                 objective,
                 theta0,
                 jac=True,
                 hessp=self.hessp,
                 method="trust-krylov",
-                options={"maxiter": maxiter, "gtol": 1e-8},
+                options={"maxiter": maxiter, "gtol": gtol},
             )
-        return result.x
+        converged = bool(result.success) or float(np.abs(result.jac).max()) < 10 * gtol
+        return MapResult(result.x, float(-result.fun), converged, int(result.nit))
 
     # -- Laplace draws ----------------------------------------------------------------------
     def _incidence(self) -> sp.csr_matrix:
         """A (K × (P + K)): state f × the coordinates entering π_f (its pairs, its remainder)."""
         pairs, p, k = self.pairs, self.pairs.n_pairs, self.pairs.n_states
-        rows = np.concatenate([pairs.i, pairs.j, np.arange(k)])
-        cols = np.concatenate([np.arange(p), np.arange(p), p + np.arange(k)])
-        return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(k, p + k))
+        kr = len(self.remainder)
+        rows = np.concatenate([pairs.i, pairs.j, np.arange(kr)])
+        cols = np.concatenate([np.arange(p), np.arange(p), p + np.arange(kr)])
+        return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(k, p + kr))
 
     def explicit_hessian(self, theta: np.ndarray) -> sp.csc_matrix | None:
         """−∇² log p at θ without the gauge term, as a sparse matrix: one dense block
@@ -242,7 +282,7 @@ class KernelDensity:
         u, r = self.split(theta)
         pi = self.stationary_weights(theta)
         x = np.exp(u)
-        return x / pi[self.pairs.i], x / pi[self.pairs.j], np.exp(r) / pi
+        return x / pi[self.pairs.i], x / pi[self.pairs.j], self._weights(r) / pi
 
 
 class _Hessian:

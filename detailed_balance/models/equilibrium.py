@@ -37,6 +37,16 @@ from ._density import (
     PairDensity,
     pointwise_loglik,
 )
+from ._kernel_model import (
+    LIKELIHOODS,
+    PreparedKernel,
+    build_kernel_model,
+    kernel_laplace,
+    kernel_posterior,
+    prepare_kernel,
+    resolve_likelihood,
+    theta_draws,
+)
 from ._loglik import CONSTANTS, PairPotential
 from ._pair_outputs import constant_data, laplace_posterior, pairs_coord
 from ._pairs import PairData, pair_data
@@ -67,6 +77,8 @@ class PreparedPairs:
     a_map: np.ndarray
     a_scale: np.ndarray
     a_shift: np.ndarray
+    reason: str = "asked for (likelihood='pairs')"
+    likelihood: str = "pairs"
 
     @property
     def llm(self) -> str:
@@ -86,6 +98,11 @@ class PairModel:
         "parameterization": "whitened",  # whitened (Laplace-preconditioned) or direct
         "ilu_drop_tol": 0.03,  # incomplete-factor drop tolerance of the whitening (0: exact)
         "ilu_fill": 5.0,  # its fill factor (nonzeros of the factor / of the curvature)
+        # kernel (one multinomial per prompt state), pairs (conditional binomial per pair) or
+        # auto: kernel when the visits are true counts (see `_kernel_model`)
+        "likelihood": "auto",
+        "kernel_scale": 10.0,  # kernel likelihood: prior sd of the log-conductances
+        "remainder_prior": 1.0,  # kernel likelihood: Beta(a, a) prior of remainder probabilities
     }
 
     def __init__(self, model_config: dict[str, Any] | None = None) -> None:
@@ -98,12 +115,14 @@ class PairModel:
         config.update(model_config or {})
         _check_choice("V_prior", config["V_prior"], V_PRIORS)
         _check_choice("parameterization", config["parameterization"], PARAMETERIZATIONS)
+        if "likelihood" in config:
+            _check_choice("likelihood", config["likelihood"], LIKELIHOODS)
         if "tau_A_prior" in config:
             _check_choice("tau_A_prior", config["tau_A_prior"], TAU_PRIORS)
             _check_choice("A_pairs", config["A_pairs"], A_PAIRS)
         if not float(config["ilu_drop_tol"]) >= 0 or not float(config["ilu_fill"]) >= 1:
             raise ValueError("model_config needs ilu_drop_tol >= 0 and ilu_fill >= 1.")
-        for key in ("V_scale", "V_nu", "tau_A_scale"):
+        for key in ("V_scale", "V_nu", "tau_A_scale", "kernel_scale", "remainder_prior"):
             if key in config and not float(config[key]) > 0:
                 raise ValueError(f"model_config[{key!r}] must be > 0, got {config[key]!r}.")
         self.model_config = config
@@ -125,9 +144,14 @@ class PairModel:
     # -- building ----------------------------------------------------------------------------
     def prepare(
         self, data: Transitions, llm: str | None = None, whiten: bool = True
-    ) -> PreparedPairs:
-        """Pair arrays, the MAP (numpy L-BFGS) and (if `whiten`) the whitening map; no PyMC."""
+    ) -> PreparedPairs | PreparedKernel:
+        """Pair arrays, the MAP (numpy) and (if `whiten`) the whitening map; no PyMC. The
+        likelihood (``model_config["likelihood"]``) is resolved here, from the data's visits:
+        a `PreparedKernel` for the kernel likelihood (`_kernel_model`)."""
         pairs = pair_data(data, llm)
+        likelihood, reason = resolve_likelihood(self.model_config, data, self.nonequilibrium)
+        if likelihood == "kernel":
+            return prepare_kernel(pairs, self.model_config, whiten, reason)
         # The whitening always comes from the equilibrium curvature at its MAP: it is the
         # shape of V's posterior whenever τ_A is small, and a fine scaling otherwise.
         eq_density = PairDensity(pairs, self.model_config, nonequilibrium=False)
@@ -180,7 +204,7 @@ class PairModel:
                 float(self.model_config["ilu_fill"]),
             )
         return PreparedPairs(
-            pairs, density, map_result, white, sigma, eq_map.theta, a_map, a_scale, a_shift
+            pairs, density, map_result, white, sigma, eq_map.theta, a_map, a_scale, a_shift, reason
         )
 
     def coords(self, prepared: PreparedPairs) -> dict[str, Any]:
@@ -194,6 +218,8 @@ class PairModel:
 
     def build_model(self, prepared: PreparedPairs) -> pm.Model:
         """The `pm.Model` of prepared data (sampled in its whitening; see `prepare`)."""
+        if isinstance(prepared, PreparedKernel):
+            return build_kernel_model(prepared, self.coords(prepared))
         pairs = prepared.pairs
         report = pairs.with_reference(self.model_config["reference"])
         white = prepared.whitening
@@ -295,6 +321,11 @@ class PairModel:
         """The stored variables from draws of the sampled coordinates (`V_white`, `A_white`
         and the scalars), in numpy: the same values as the model's deterministics, without
         the sampler storing them beside the coordinates (half of its memory)."""
+        if isinstance(prepared, PreparedKernel):
+            coords = {name: posterior[name] for name in ("chain", "draw")}
+            coords.update({k: v for k, v in self.coords(prepared).items() if k != "latent"})
+            theta = theta_draws(prepared, posterior)
+            return kernel_posterior(prepared, theta, self.model_config["reference"], coords)
         pairs, white = prepared.pairs, prepared.whitening
         dims = ("chain", "draw")
         z = posterior["V_white"].transpose(*dims, "latent").to_numpy()
@@ -326,6 +357,9 @@ class PairModel:
     def laplace(self, prepared: PreparedPairs, draws: int, seed: int) -> xr.DataTree:
         """The ``map`` method's posterior (`_pair_laplace.laplace_posterior`)."""
         coords = {k: v for k, v in self.coords(prepared).items() if k != "latent"}
+        if isinstance(prepared, PreparedKernel):
+            reference = self.model_config["reference"]
+            return kernel_laplace(prepared, draws, seed, reference, coords)
         return laplace_posterior(prepared, draws, seed, self.model_config["reference"], coords)
 
     def constant_data(self, prepared: PreparedPairs) -> xr.Dataset:

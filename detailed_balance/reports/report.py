@@ -155,8 +155,8 @@ def build_report(
         "Detailed-balance report",
         f"{source + ': ' if source else ''}{data.n_states} states, "
         f"{int(data.moves()['count'].sum())} moves; model {attrs.get('model', '?')} "
-        f"({attrs.get('method', '?')}, sampler {attrs.get('sampler', '?')}); "
-        f"{ci:.0%} intervals",
+        f"({attrs.get('method', '?')}, sampler {attrs.get('sampler', '?')}, "
+        f"{attrs.get('likelihood', 'pairs')} likelihood); {ci:.0%} intervals",
     )
     doc.verdict(ev["verdict"])
     text = reading(ev, ci)

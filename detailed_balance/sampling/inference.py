@@ -181,7 +181,7 @@ def fit(
         tree = _nuts(model, prepared, pm_model, config)
         used_sampler = config["sampler"]
     elif method == "advi":
-        tree = _advi(model, pm_model, config)
+        tree = _advi(model, prepared, pm_model, config)
         used_sampler = f"pymc.{config['advi_method']}"
     else:
         draws = int(config["draws"]) * int(config["chains"])
@@ -224,6 +224,7 @@ def _nuts(
             early_window_switch_freq=int(config["window_switch_freq"]),
         )
     else:
+        names = ["theta_white"] if _kernel(prepared) else model.stored_variables
         with pm_model:
             tree = pm.sample(
                 draws=int(config["draws"]),
@@ -232,7 +233,7 @@ def _nuts(
                 cores=int(config["cores"]),
                 random_seed=int(config["seed"]),
                 nuts_sampler=config["sampler"],
-                var_names=model.stored_variables,
+                var_names=names,
                 progressbar=bool(config["progressbar"]),
                 compute_convergence_checks=False,
                 nuts={
@@ -240,7 +241,7 @@ def _nuts(
                     "max_treedepth": int(config["maxdepth"]),
                 },
             )
-    if config["sampler"] == "nutpie":
+    if config["sampler"] == "nutpie" or _kernel(prepared):
         posterior = model.expand(prepared, tree["posterior"].to_dataset())
     else:
         posterior = tree["posterior"].to_dataset()[model.stored_variables]
@@ -250,7 +251,14 @@ def _nuts(
     return xr.DataTree.from_dict(groups)
 
 
-def _advi(model: FittableModel, pm_model: pm.Model, config: dict[str, Any]) -> xr.DataTree:
+def _kernel(prepared: Any) -> bool:
+    """Prepared for the kernel likelihood (whose graph holds only the sampled coordinates)."""
+    return getattr(prepared, "likelihood", "pairs") == "kernel"
+
+
+def _advi(
+    model: FittableModel, prepared: Any, pm_model: pm.Model, config: dict[str, Any]
+) -> xr.DataTree:
     with pm_model:
         # Numba compiles in seconds where the C backend takes ~a minute on big graphs; the
         # start (z = 0, i.e. the MAP) and unit scales are already close in whitened space,
@@ -265,7 +273,10 @@ def _advi(model: FittableModel, pm_model: pm.Model, config: dict[str, Any]) -> x
         )
         draws = int(config["draws"]) * int(config["chains"])
         tree = approx.sample(draws, random_seed=int(config["seed"]) + 1)
-    posterior = tree["posterior"].to_dataset()[model.stored_variables]
+    if _kernel(prepared):
+        posterior = model.expand(prepared, tree["posterior"].to_dataset())
+    else:
+        posterior = tree["posterior"].to_dataset()[model.stored_variables]
     losses = np.asarray(approx.hist, dtype=float)
     stats = xr.Dataset({"loss": ("iteration", losses)})
     return xr.DataTree.from_dict({"/posterior": posterior, "/advi": stats})
@@ -292,6 +303,8 @@ def _complete(
     groups["/data"] = data_group(data)
     out = xr.DataTree.from_dict(groups)
     attrs = provenance(model, pairs, data, method, sampler, config, int(config["seed"]))
+    attrs["likelihood"] = getattr(prepared, "likelihood", "pairs")
+    attrs["likelihood_reason"] = getattr(prepared, "reason", "")
     out.attrs.update(attrs)
     out["posterior"].attrs.update(
         {"method": method, "unidentified_states": attrs["unidentified_states"]}

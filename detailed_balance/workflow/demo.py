@@ -149,6 +149,8 @@ def run_demo(
         progressbar=False,
     )
     posterior.save(out / "fit.nc")
+    attrs = posterior.posterior.attrs
+    print(f"   equilibrium fit: {attrs['likelihood']} likelihood ({attrs['likelihood_reason']})")
     posterior.summary().to_csv(out / "posterior_potentials.csv", index=False)
     verdict = bayes_check(
         data,
