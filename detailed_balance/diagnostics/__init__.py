@@ -24,6 +24,7 @@ from .features import (
     sigma_eps,
     theta_summary,
 )
+from .kernel_ppc import kernel_ppc
 from .paper import (
     Check,
     action_size,
@@ -56,6 +57,7 @@ __all__ = [
     "bayes_verdict",
     "convergence",
     "cycle_violations",
+    "kernel_ppc",
     "loo_compare",
     "loop_chi2_ppc",
     "pair_violations",

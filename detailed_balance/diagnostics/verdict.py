@@ -32,6 +32,7 @@ from .bayes import (
     tau_a_summary,
 )
 from .convergence import MCMC_METHODS, convergence
+from .kernel_ppc import kernel_ppc
 from .ppc import (
     loop_chi2_ppc,
     ppc_pairs,
@@ -89,10 +90,15 @@ def bayes_verdict(
 
     ``violated`` when two agree and at least one is loop-specific (1 or 2; with no 3-cycle in
     the data: LOO and pair fit, and some pair flagged); ``holds`` when none fires, no pair is
-    flagged and the equilibrium fit reproduces the pair counts (deviance PPC p ≥
-    `ppc_alpha`); ``inconclusive`` otherwise (a single signal, a misfitting equilibrium model
-    without loop evidence, or MCMC badly unconverged: R-hat > 1.05 or > 1% divergent draws;
-    milder problems only warn). Data whose pairs form a forest (``cycle_rank`` 0: chains,
+    flagged, the equilibrium fit reproduces the pair counts (deviance PPC p ≥ `ppc_alpha`)
+    and, for a kernel-likelihood equilibrium fit, its per-state outcome counts (`kernel_ppc`:
+    global p ≥ `ppc_alpha`); ``inconclusive`` otherwise (a single signal, a misfitting
+    equilibrium model without loop evidence, or MCMC badly unconverged: R-hat > 1.05 or > 1%
+    divergent draws; milder problems only warn). The kernel PPC is a check of the equilibrium
+    model, not a line of evidence against detailed balance: a failing one withholds ``holds``
+    (with a reason), it never counts towards ``violated`` (over-dispersed calls fail it
+    without any violation). It is ``evidence["kernel_ppc"]``, None for pair-likelihood fits,
+    whose verdict is unchanged. Data whose pairs form a forest (``cycle_rank`` 0: chains,
     stars, single pairs) are always ``inconclusive``: there every kernel satisfies detailed
     balance, so neither answer has evidence behind it. Data with loops but no 3-cycle
     (``n_cycles`` 0: loop p-value None, nothing to flag) say so first in `reasons`
@@ -104,6 +110,10 @@ def bayes_verdict(
     ppc = ppc_pairs(eq_result, rng)
     loops = loop_chi2_ppc(eq_result, rng)
     loo = loo_compare(eq_result, neq_result)
+    # After the other checks, so a pair fit's random stream (and verdict) is what it was.
+    kernel = kernel_ppc(eq_result, seed=rng)
+    kernel_fails = kernel is not None and kernel["p_value"] is not None
+    kernel_fails = kernel_fails and kernel["p_value"] < ppc_alpha
     n_cycles = len(cycles)
     flagged_cycles = int(cycles["flagged"].sum())
     flagged_pairs = int(pairs["flagged"].sum())
@@ -136,6 +146,18 @@ def bayes_verdict(
         reasons.append(
             f"the equilibrium fit cannot reproduce the pair counts (deviance PPC p = "
             f"{ppc['p_value']:.3g})"
+        )
+    if kernel_fails:
+        reasons.append(
+            f"the equilibrium kernel fit cannot reproduce the per-state outcome counts "
+            f"(posterior predictive p = {kernel['p_value']:.3g}; {kernel['flagged']} of "
+            f"{kernel['n_states']} prompt states flagged at FDR {kernel['alpha']:g})"
+        )
+    elif kernel is not None and kernel["flagged"]:
+        reasons.append(
+            f"{kernel['flagged']} of {kernel['n_states']} prompt states' outcome counts are "
+            f"beyond the kernel fit's replicates (FDR {kernel['alpha']:g}; kernel PPC p = "
+            f"{kernel['p_value']:.3g} overall)"
         )
     if signals["loo"]:
         reasons.append(f"LOO prefers non-equilibrium: ELPD difference {diff:.1f} ± {se:.1f}")
@@ -181,12 +203,23 @@ def bayes_verdict(
             reasons.insert(0, NO_CYCLE_REASON)
         if violated and converged:
             verdict = "violated"
-        elif fired == 0 and flagged_pairs == 0 and ppc["p_value"] >= ppc_alpha and converged:
+        elif (
+            fired == 0
+            and flagged_pairs == 0
+            and ppc["p_value"] >= ppc_alpha
+            and not kernel_fails
+            and converged
+        ):
             verdict = "holds"
             reasons.append(
                 f"no {'3-cycle or ' if n_cycles else ''}pair of credible sign, LOO does not "
                 "prefer non-equilibrium, equilibrium reproduces pair counts "
                 f"(PPC p = {ppc['p_value']:.2f})"
+                + (
+                    f" and per-state outcome counts (kernel PPC p = {kernel['p_value']:.2f})"
+                    if kernel is not None and kernel["p_value"] is not None
+                    else ""
+                )
             )
         else:
             verdict = "inconclusive"
@@ -211,6 +244,7 @@ def bayes_verdict(
         "elpd_diff": diff,
         "elpd_se": se,
         "ppc_p": ppc["p_value"],
+        "kernel_ppc": kernel,
         "loop_ppc_p": loops["p_value"],
         "loop_chi2_ndf": loops["observed_chi2_ndf"],
         "flagged_pairs": flagged_pairs,
