@@ -78,7 +78,8 @@ class Whitening:
         if len(self.coef):
             z = z + (z @ self.basis) * self.coef @ self.basis.T
         flat = np.ascontiguousarray(z.reshape(-1, z.shape[-1]))
-        out = _rows_forward(flat, *self.arrays)
+        big = flat.shape[0] * (self.nnz + flat.shape[1]) > 200_000_000
+        out = (_rows_forward_parallel if big else _rows_forward)(flat, *self.arrays)
         out += self.centre
         return out.reshape(z.shape)
 
@@ -275,6 +276,16 @@ def _rows_forward(z, scale, perm, indptr, indices, data):
     parallel loop costs more to load from numba's cache than it saves)."""
     out = np.empty_like(z)
     for d in range(z.shape[0]):
+        out[d] = _forward_jit(z[d], scale, perm, indptr, indices, data)
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def _rows_forward_parallel(z, scale, perm, indptr, indices, data):
+    """`_rows_forward` with the rows spread over threads: for exact factors (a million
+    nonzeros: the kernel model's Laplace draws), where the solves, not numba's loading, cost."""
+    out = np.empty_like(z)
+    for d in numba.prange(z.shape[0]):
         out[d] = _forward_jit(z[d], scale, perm, indptr, indices, data)
     return out
 
