@@ -45,7 +45,7 @@ from threadpoolctl import threadpool_limits
 
 from detailed_balance.data import DataError
 
-from ._density import MapResult, SpdSolver, block_pcg
+from ._density import MapResult, block_pcg
 from ._pairs import PairData
 
 # Past this many entries in the per-state blocks of the Hessian (Σ_f (degree_f + 1)²), the
