@@ -182,3 +182,27 @@ def test_the_likelihood_factorises_into_remainder_binomials_and_the_jump_chain()
         gap = total - remainder - jump.logp_grad(u)[0]
         base = gap if base is None else base
         assert gap == pytest.approx(base, abs=1e-10)  # equal up to the multinomial constants
+
+
+def test_cli_fit_says_which_likelihood_and_refuses_kernel_on_approximate_visits(tmp_path, capsys):
+    from detailed_balance.cli import main
+
+    sim_dir = tmp_path / "sim"
+    assert main(["simulate", "--states", "40", "--transitions", "4000", "--seed", "2",
+                 "--out", str(sim_dir)]) == 0  # fmt: skip
+    counts = sim_dir / "transitions.csv"
+    out = tmp_path / "fit.nc"
+    capsys.readouterr()
+    assert main(["fit", str(counts), "--method", "map", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "kernel likelihood: the visits are true call counts" in err
+    assert load_fit(out).posterior.attrs["likelihood"] == "kernel"
+    pairs_out = tmp_path / "pairs.nc"
+    assert main(["fit", str(counts), "--method", "map", "--likelihood", "pairs",
+                 "--out", str(pairs_out)]) == 0  # fmt: skip
+    assert "pairs likelihood: asked for" in capsys.readouterr().err
+    assert main(["fit", str(counts), "--method", "map", "--likelihood", "kernel", "--visits",
+                 "uniform", "--out", str(tmp_path / "no.nc")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "needs true visit counts" in err and "Traceback" not in err
+    assert not (tmp_path / "no.nc").exists()

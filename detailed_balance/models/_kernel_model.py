@@ -52,13 +52,13 @@ from typing import Any
 
 import numpy as np
 import pymc as pm
-import pytensor.tensor as pt
 import xarray as xr
 
 from detailed_balance.data import DataError, Transitions
 
 from ._density import MapResult
 from ._kernel import KernelDensity
+from ._kernel_op import jump_logp
 from ._pairs import PairData
 from ._whiten import Whitening, ilu_whitening
 
@@ -97,7 +97,7 @@ def resolve_likelihood(
             )
         return "kernel", "asked for (likelihood='kernel')"
     if data.convention == "explicit":
-        return "kernel", "the visits are true call counts (one multinomial per prompt state)"
+        return "kernel", "the visits are true call counts: one multinomial per prompt state"
     return "pairs", (
         f"the visits follow the {data.convention!r} convention, an approximation the "
         "per-state multinomial cannot use"
@@ -158,24 +158,14 @@ def kernel_coords(prepared: PreparedKernel, coords: dict[str, Any]) -> dict[str,
 
 
 def build_kernel_model(prepared: PreparedKernel, coords: dict[str, Any]) -> pm.Model:
-    """u = u* + B z; log p = Σ m u − Σ M log S − |u|² / 2s² (constants dropped)."""
-    white, density, pairs = prepared.whitening, prepared.density, prepared.pairs
+    """u = u* + B z; log p = Σ m u − Σ M log S − |u|² / 2s² (constants dropped), value and
+    gradient in one fused numba Op (`_kernel_op.JumpPotential`)."""
+    white, density = prepared.whitening, prepared.density
     if white is None:
         raise ValueError("build_model needs data prepared with whiten=True.")
-    k = pairs.n_states
     with pm.Model(coords=kernel_coords(prepared, coords)) as model:
         z = pm.Flat("theta_white", dims="latent")
-        u = white.centre + white.deviation(z)
-        x = pt.exp(u)
-        s = pt.zeros(k)
-        s = pt.inc_subtensor(s[pairs.i], x)
-        s = pt.inc_subtensor(s[pairs.j], x)
-        logp = (
-            pt.dot(density.m, u)
-            - pt.dot(density.calls, pt.log(s))
-            - 0.5 * pt.sum(u**2) / density.scale**2
-        )
-        pm.Potential("log_density", logp)
+        pm.Potential("log_density", jump_logp(z, white, density))
     return model
 
 

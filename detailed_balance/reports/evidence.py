@@ -38,6 +38,7 @@ def evidence_rows(evidence: dict[str, Any]) -> list[tuple[str, str]]:
             f"{_num(evidence.get('elpd_diff'), '.2f')} ± {_num(evidence.get('elpd_se'), '.2f')}",
         ),
         ("pair-count PPC p (deviance, eq)", _num(evidence.get("ppc_p"), ".3f")),
+        ("per-state outcome PPC p (kernel fits)", _kernel_ppc_text(evidence.get("kernel_ppc"))),
         (
             "loop χ²/ndf, PPC p (eq)",
             "– (no 3-cycle observed)"
@@ -56,6 +57,16 @@ def evidence_rows(evidence: dict[str, Any]) -> list[tuple[str, str]]:
         ("downhill fraction (T > 0.05)", _interval_text(evidence.get("downhill_fraction"))),
         ("spread σ of V (bounded, ≥2 visits)", _interval_text(evidence.get("potential_spread"))),
     ]
+
+
+def _kernel_ppc_text(check: dict[str, Any] | None) -> str:
+    """The kernel PPC's global p and flagged states ("–" for pair fits, which have none)."""
+    if not check:
+        return "– (pair likelihood)"
+    return (
+        f"{_num(check.get('p_value'), '.3f')}; {check.get('flagged', 0)} of "
+        f"{check.get('n_states', '?')} states flagged"
+    )
 
 
 def evidence_table(evidence: dict[str, Any]) -> pd.DataFrame:
