@@ -50,6 +50,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numba
 import numpy as np
 import pymc as pm
 import xarray as xr
@@ -190,12 +191,12 @@ def kernel_posterior(
     if rng is None:
         rng = np.random.default_rng(int(np.float64(u.sum()).view(np.uint64)))
     chains, draws = u.shape[:2]
-    log_s = np.log(np.exp(u.reshape(chains * draws, -1)) @ density._incidence().T)
     a = prepared.remainder_prior
-    rho = rng.beta(density.stays + a, density.moves_out + a, size=log_s.shape)
-    v = -log_s + np.log1p(-rho)
-    r = log_s + np.log(rho) - np.log1p(-rho)
-    v = pairs.with_reference(reference).centre(v)
+    rho = rng.beta(density.stays + a, density.moves_out + a, size=(chains * draws, pairs.n_states))
+    flat = np.ascontiguousarray(u.reshape(chains * draws, -1))
+    v, r = _potential_and_remainder(flat, pairs.i, pairs.j, rho)
+    del rho
+    v = pairs.with_reference(reference).centre(v, inplace=True)
     dims = ("chain", "draw")
     shape = (chains, draws, -1)
     out = {
@@ -204,6 +205,28 @@ def kernel_posterior(
         "log_remainder": ((*dims, "state"), r.reshape(shape)),
     }
     return xr.Dataset(out, coords=coords)
+
+
+@numba.njit(parallel=True, cache=True)
+def _potential_and_remainder(u, i, j, rho):
+    """Per draw (row): S_f = Σ e^u over f's pairs, V = −log S + log(1 − ρ) and
+    r = log S + log ρ − log(1 − ρ), in one pass (numpy's version: 4.4 s of temporaries for
+    4,000 draws at paper scale)."""
+    draws, k = rho.shape
+    v = np.empty((draws, k))
+    r = np.empty((draws, k))
+    for d in numba.prange(draws):
+        s = np.zeros(k)
+        for p in range(u.shape[1]):
+            x = np.exp(u[d, p])
+            s[i[p]] += x
+            s[j[p]] += x
+        for f in range(k):
+            log_s = np.log(s[f])
+            stay = np.log1p(-rho[d, f])
+            v[d, f] = stay - log_s
+            r[d, f] = log_s + np.log(rho[d, f]) - stay
+    return v, r
 
 
 def kernel_laplace(
