@@ -38,7 +38,7 @@ def evidence_rows(evidence: dict[str, Any]) -> list[tuple[str, str]]:
             f"{_num(evidence.get('elpd_diff'), '.2f')} ± {_num(evidence.get('elpd_se'), '.2f')}",
         ),
         ("pair-count PPC p (deviance, eq)", _num(evidence.get("ppc_p"), ".3f")),
-        ("per-state outcome PPC p (kernel fits)", _kernel_ppc_text(evidence.get("kernel_ppc"))),
+        ("per-state outcome PPC p (kernel)", _kernel_ppc_text(evidence.get("kernel_ppc"))),
         (
             "loop χ²/ndf, PPC p (eq)",
             "– (no 3-cycle observed)"
