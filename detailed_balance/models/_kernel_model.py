@@ -64,7 +64,6 @@ from ._pairs import PairData
 from ._whiten import Whitening, ilu_whitening
 
 LIKELIHOODS = ("auto", "kernel", "pairs")
-KERNEL_VARIABLES = ["V", "log_conductance", "log_remainder"]
 
 
 def resolve_likelihood(
@@ -254,7 +253,6 @@ def kernel_laplace(
 
 
 __all__ = [
-    "KERNEL_VARIABLES",
     "LIKELIHOODS",
     "PreparedKernel",
     "build_kernel_model",
