@@ -40,8 +40,9 @@ from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch import basic as numba_basic
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
+from . import _whiten
 from ._loglik import _FLAGS, _INV_LN2, _LN2_HI, _LN2_LO, _ROUND, _ROUND_BITS
-from ._whiten import Whitening
+from ._whiten import Whitening, _lift
 
 
 def _exp_py(u):
@@ -107,19 +108,6 @@ def _solve(x, indptr, indices, data):
 
 
 @numba_njit(cache=True, **_FLAGS)
-def _lift_into(out, z, basis_t, coef):
-    """out += U diag(coef) Uᵀ z (basis_t = Uᵀ, rows contiguous; `_whiten._lift`)."""
-    n = z.shape[0]
-    for s in range(coef.shape[0]):
-        acc = 0.0
-        for q in range(n):
-            acc += basis_t[s, q] * z[q]
-        acc *= coef[s]
-        for q in range(n):
-            out[q] += basis_t[s, q] * acc
-
-
-@numba_njit(cache=True, **_FLAGS)
 def jump_potential_jit(z, centre, basis_t, coef, scale, indptr, indices, data,
                        m, calls, i, j, inv_var):  # fmt: skip
     """(log p, d log p / dz) of the jump density (see `JumpPotential`); inv_var = 1 / s².
@@ -129,8 +117,7 @@ def jump_potential_jit(z, centre, basis_t, coef, scale, indptr, indices, data,
     n = z.shape[0]
     k = calls.shape[0]
     # u = u* + L⁻ᵀ (scale ⊙ (I + U diag(coef) Uᵀ) z)
-    u = z.copy()
-    _lift_into(u, z, basis_t, coef)
+    u = _lift(z, basis_t, coef)
     for q in range(n):
         u[q] *= scale[q]
     _solve_transpose(u, indptr, indices, data)
@@ -155,9 +142,7 @@ def jump_potential_jit(z, centre, basis_t, coef, scale, indptr, indices, data,
     _solve(g, indptr, indices, data)
     for q in range(n):
         g[q] *= scale[q]
-    out = g.copy()
-    _lift_into(out, g, basis_t, coef)
-    return np.asarray(logp), out
+    return np.asarray(logp), _lift(g, basis_t, coef)
 
 
 class JumpPotential(Op):
@@ -236,7 +221,12 @@ def jump_logp(z, white: Whitening, density):
 # PyTensor caches the numba function on disk by the Op's type and props only: the hash of this
 # file (and of the constants it imports) joins the key, so an edited kernel is recompiled
 # instead of loaded stale (seen: NUMBA-mode tests passing on a broken kernel).
-_SOURCE = Path(__file__).read_bytes() + repr((_FLAGS, _INV_LN2, _LN2_HI, _LN2_LO)).encode()
+# the kernel's source and that of what it calls from `_whiten` (`_lift`)
+_SOURCE = (
+    Path(__file__).read_bytes()
+    + Path(_whiten.__file__).read_bytes()
+    + repr((_FLAGS, _INV_LN2, _LN2_HI, _LN2_LO)).encode()
+)
 _SOURCE_KEY = int(hashlib.sha256(_SOURCE).hexdigest()[:15], 16)
 
 

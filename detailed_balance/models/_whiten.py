@@ -332,11 +332,12 @@ def _pcg_columns(
     return out, iterations
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
 def _lift(z, basis_t, coef):
     """(I + U diag(coef) Uᵀ) z with basis_t = Uᵀ (r, K), rows contiguous: symmetric, so
     also its own transpose. (Strided U, as (K, r) in C order, made a gradient with six soft
-    modes 1.8× as costly.)"""
+    modes 1.8× as costly; reassociation lets the dot products vectorise, 61 → 22 µs per lift
+    at paper scale.) Shared by the pair and kernel models' fused Ops."""
     out = z.copy()
     k = z.shape[0]
     for s in range(coef.shape[0]):
