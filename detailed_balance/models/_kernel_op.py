@@ -40,7 +40,6 @@ from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch import basic as numba_basic
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
-from . import _whiten
 from ._loglik import _FLAGS, _INV_LN2, _LN2_HI, _LN2_LO, _ROUND, _ROUND_BITS
 from ._whiten import Whitening, _lift
 
@@ -224,7 +223,7 @@ def jump_logp(z, white: Whitening, density):
 # the kernel's source and that of what it calls from `_whiten` (`_lift`)
 _SOURCE = (
     Path(__file__).read_bytes()
-    + Path(_whiten.__file__).read_bytes()
+    + Path(__file__).with_name("_whiten.py").read_bytes()
     + repr((_FLAGS, _INV_LN2, _LN2_HI, _LN2_LO)).encode()
 )
 _SOURCE_KEY = int(hashlib.sha256(_SOURCE).hexdigest()[:15], 16)
