@@ -10,8 +10,10 @@ Public API::
     compute_evidence, build_report, write_report   # the report of one fit (report)
     compare_llms, llm_verdict         # the hierarchy over several LLMs + their verdicts (compare)
     run_demo, run_compare_demo        # the demo end to end; two simulated LLMs → compare.html
+    calibrate, Calibration            # design-matched calibration of the verdict on dask (calibrate)
 """
 
+from .calibrate import Calibration, calibrate
 from .compare import compare_llms, llm_verdict, usable_llms
 from .demo import DEMO_BETAS, run_compare_demo, run_demo
 from .report import build_report, compute_evidence, write_report
@@ -19,10 +21,12 @@ from .verdict import QUICK_METHODS, bayes_check, bayes_from_files
 
 __all__ = [
     "DEMO_BETAS",
+    "Calibration",
     "QUICK_METHODS",
     "bayes_check",
     "bayes_from_files",
     "build_report",
+    "calibrate",
     "compare_llms",
     "compute_evidence",
     "llm_verdict",
