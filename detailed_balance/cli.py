@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a run store to transition and visits files"),
     "report": ("report", "write the HTML/Markdown report of a fit"),
     "compare": ("compare", "compare several LLMs in one hierarchical model"),
+    "calibrate": ("calibrate", "error rates and coverage on replicates of your own design (dask)"),
+    "fit-many": ("fit_many", "fit one model to many data sets in parallel (dask), one fit each"),
 }
 
 

@@ -32,7 +32,7 @@ from detailed_balance.diagnostics import bayes_verdict
 from detailed_balance.models import EquilibriumModel, NonEquilibriumModel
 from detailed_balance.sampling import fit
 from detailed_balance.simulation import simulate
-from detailed_balance.workflow import calibrate as cal
+from detailed_balance.workflow import calibration as cal
 from detailed_balance.workflow._tasks import local_cluster
 
 SMALL = {"n_states": 40, "transitions": 40 * 200, "mean_degree": 8.0}
@@ -414,3 +414,124 @@ def test_sparse_paper_density_equals_brute_force(client):
     result = cal.calibrate(posterior=fitted, replicates=4, drive=[1.0], client=client, seed=6)
     design = cal.calibration_design(fitted, 4, seed=6)
     _compare_with_brute_force(result, design, cal.replicate_specs(4, [1.0], 6))
+
+
+# -- command line ---------------------------------------------------------------------------------
+def test_cli_calibrate_against_a_scheduler_address(small_fit, client, tmp_path, capsys):
+    """`calibrate DATA --posterior FIT --scheduler ADDRESS` submits to an existing cluster;
+    the printed numbers are calibration.json's."""
+    import json
+
+    from detailed_balance.cli import main
+
+    small_fit.save(tmp_path / "fit.nc")
+    small_fit.data.to_csv(tmp_path / "transitions.csv", tmp_path / "visits.csv")
+    out = tmp_path / "cal"
+    code = main(
+        [
+            "calibrate",
+            str(tmp_path / "transitions.csv"),
+            "--posterior",
+            str(tmp_path / "fit.nc"),
+            "--replicates",
+            "2",
+            "--drive",
+            "1.0",
+            "--scheduler",
+            client.scheduler.address,
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads((out / "calibration.json").read_text())
+    assert summary["false_alarm"]["n"] == 2 and summary["power"][0]["n"] == 2
+    assert f"false alarms {round(summary['false_alarm']['rate'] * 2)}/2" in printed
+    assert (out / "calibration.html").is_file()
+    stored = pd.read_parquet(out / "replicates.parquet")
+    assert len(stored) == 4 and {"replicate", "drive", "verdict", "v_hits"} <= set(stored)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--drive", "a,b"], "comma-separated numbers"),
+        (["--drive", "-1"], "positive"),
+        (["--replicates", "0"], "at least 1"),
+        (["--workers", "0"], "at least 1"),
+    ],
+)
+def test_cli_calibrate_option_errors(tmp_path, capsys, options, message):
+    from detailed_balance.cli import main
+
+    code = main(["calibrate", "--out", str(tmp_path / "c"), *options])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "c" / "replicates.parquet").exists()
+
+
+# -- fit-many -------------------------------------------------------------------------------------
+def _datasets():
+    sets = {f"run{k}": simulate(30, 30 * 100, seed=40 + k).transitions for k in range(3)}
+    self_only = pd.DataFrame({"source": ["a", "b"], "target": ["a", "b"], "count": [3, 4]})
+    from detailed_balance.data import Transitions
+
+    visits = pd.DataFrame({"source": ["a", "b"], "visits": [3.0, 4.0]})
+    sets["broken"] = Transitions.from_counts(self_only, visits)
+    return sets
+
+
+def test_fit_many_equals_one_by_one_and_resumes(client, tmp_path):
+    from detailed_balance.sampling import load_fit
+    from detailed_balance.workflow import fit_many
+
+    sets = _datasets()
+    table = fit_many(sets, out=tmp_path, method="map", seed=5, client=client, progress=None)
+    by_name = table.set_index("name")
+    assert list(table["name"]) == ["run0", "run1", "run2", "broken"]
+    assert (by_name.loc[["run0", "run1", "run2"], "status"] == "fitted").all()
+    assert by_name.loc["broken", "status"] == "failed"
+    assert "no transition between two different states" in by_name.loc["broken", "error"]
+    for name in ("run0", "run1", "run2"):
+        saved = load_fit(tmp_path / f"{name}.nc")
+        here = _map_seed(sets[name], 5)
+        np.testing.assert_array_equal(saved.potentials.to_numpy(), here.potentials.to_numpy())
+        assert saved.data.data_hash() == sets[name].data_hash()
+    stored = pd.read_csv(tmp_path / "fits.csv")
+    assert len(stored) == 4
+    again = fit_many(sets, out=tmp_path, method="map", seed=5, client=client, progress=None)
+    status = again.set_index("name")["status"]
+    assert (status[["run0", "run1", "run2"]] == "skipped").all() and status["broken"] == "failed"
+
+
+def _map_seed(data, seed):
+    return fit(EquilibriumModel(), data, method="map", chains=1, seed=seed, progressbar=False)
+
+
+def test_cli_fit_many(client, tmp_path, capsys):
+    from detailed_balance.cli import main
+
+    sets = _datasets()
+    paths = []
+    for name in ("run0", "run1"):
+        folder = tmp_path / name
+        folder.mkdir()
+        sets[name].to_csv(folder / "transitions.csv", folder / "visits.csv")
+        paths.append(str(folder / "transitions.csv"))
+    code = main(
+        [
+            "fit-many",
+            *paths,
+            "--out",
+            str(tmp_path / "fits"),
+            "--scheduler",
+            client.scheduler.address,
+            "--quiet",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "run0: fitted" in out and "run1: fitted" in out
+    assert (tmp_path / "fits" / "run0.nc").is_file() and (tmp_path / "fits" / "run1.nc").is_file()

@@ -11,11 +11,13 @@ Public API::
     compare_llms, llm_verdict         # the hierarchy over several LLMs + their verdicts (compare)
     run_demo, run_compare_demo        # the demo end to end; two simulated LLMs → compare.html
     calibrate, Calibration            # design-matched calibration of the verdict on dask (calibrate)
+    fit_many                          # one model, many data sets, in parallel on dask (fit-many)
 """
 
-from .calibrate import Calibration, calibrate
+from .calibration import Calibration, calibrate
 from .compare import compare_llms, llm_verdict, usable_llms
 from .demo import DEMO_BETAS, run_compare_demo, run_demo
+from .fit_many import fit_many
 from .report import build_report, compute_evidence, write_report
 from .verdict import QUICK_METHODS, bayes_check, bayes_from_files
 
@@ -29,6 +31,7 @@ __all__ = [
     "calibrate",
     "compare_llms",
     "compute_evidence",
+    "fit_many",
     "llm_verdict",
     "run_compare_demo",
     "run_demo",

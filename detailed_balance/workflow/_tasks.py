@@ -100,11 +100,13 @@ def run_tasks(
     label: str = "tasks",
     progress: IO[str] | None = sys.stderr,
     name: Callable[[dict], str] = lambda spec: str(spec["id"]),
+    per_task: bool = False,
 ) -> None:
     """Run ``function(shared, spec)`` for every spec on dask (see the module docstring).
 
     `on_result(spec, value)` / `on_failure(spec, error_text)` are called in this process, in
-    the order tasks finish. `function` must be importable by the workers (a module-level
+    the order tasks finish. With `per_task`, `shared` is a dict by spec ``id`` and each task
+    gets only its own entry (each scattered once to one worker, not broadcast). `function` must be importable by the workers (a module-level
     function of an installed package).
     """
     from distributed import Client, as_completed
@@ -125,13 +127,17 @@ def run_tasks(
     bar = Progress(label, len(specs), progress)
     futures: list[Any] = []
     try:
-        handle = client.scatter(shared, broadcast=True, hash=False)
+        if per_task:
+            handles = client.scatter({str(s["id"]): shared[s["id"]] for s in specs}, hash=False)
+        else:
+            handle = client.scatter(shared, broadcast=True, hash=False)
         token = uuid.uuid4().hex[:8]
         by_key = {}
         for spec in specs:
             key = f"{label}-{name(spec)}-{token}"
+            given = handles[str(spec["id"])] if per_task else handle
             future = client.submit(
-                call_pinned, function, handle, spec, key=key, retries=retries, pure=False
+                call_pinned, function, given, spec, key=key, retries=retries, pure=False
             )
             futures.append(future)
             by_key[future.key] = spec

@@ -71,6 +71,7 @@ BINOMIAL_LEVEL = 0.95
 REPLICATES_FILE = "replicates.parquet"
 SUMMARY_FILE = "calibration.json"
 TABLE_FILE = "calibration.csv"
+REPORT_FILE = "calibration.html"
 # settings a resumed run must share with the rows it keeps
 _SETTING_COLUMNS = ("design_hash", "seed", "method")
 
@@ -731,4 +732,8 @@ def calibrate(
         files["table"] = write_frame_atomic(
             table, out_dir / TABLE_FILE, "calibration table", index=False
         )
+        from detailed_balance.reports.calibration import calibration_document
+
+        written = calibration_document(summary, table).write(out_dir / REPORT_FILE)
+        files["report"] = written["html"]
     return Calibration(summary, frame, table, files)
