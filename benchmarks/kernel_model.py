@@ -69,7 +69,7 @@ def evaluate(result, truth: pd.Series) -> dict[str, float]:
     """Coverage and RMSE on the bounded states, the truth in the fit's gauge (per component)."""
     pairs = result.pairs
     table = result.summary(0.9).set_index("state")
-    true_v = pairs.centre(truth.reindex(pairs.states).to_numpy(float))
+    true_v = result.in_gauge(truth).to_numpy()
     rows = table.reindex(pairs.states)
     bounded = pairs.bounded
     lo, hi = rows["lower"].to_numpy(), rows["upper"].to_numpy()

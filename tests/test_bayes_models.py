@@ -151,7 +151,14 @@ def test_expand_equals_the_models_deterministics(small_sim, cls, config):
     for scalar in model.sampler_variables:  # stored by the sampler on the natural scale
         draws[scalar] = (("chain", "draw"), expected[scalar])
     got = model.expand(prepared, xr.Dataset(draws, coords={"chain": [0, 1], "draw": [0, 1, 2]}))
-    assert list(got.data_vars) == names
+    assert list(got.data_vars) == [*names, "centring_weight"]
+    # the graph's V is in the data-only gauge; the stored draws are re-centred in the weights
+    # `expand` reports (`PairData.report_gauge`): the same V up to one constant per component
+    weights, comp = got["centring_weight"].to_numpy(), prepared.pairs.component
+    shift = np.stack(
+        [expected["V"][..., comp == c] @ weights[comp == c] for c in range(comp.max() + 1)], -1
+    )
+    expected["V"] = expected["V"] - shift[..., comp]
     for name in names:
         np.testing.assert_allclose(got[name].to_numpy(), expected[name], rtol=1e-9, atol=1e-9)
     assert list(got["V"]["state"].to_numpy()) == list(prepared.pairs.states.astype(str))
@@ -211,7 +218,9 @@ def test_exact_reversible_counts_shrink_intervals_onto_truth():
         ]
     result = fit(EquilibriumModel(), _counts(rows, visits), method="map", draws=400, chains=1)
     summary = result.summary(0.9)
-    truth = v - v.mean()
+    weights = result.posterior["constant_data"]["centring_weight"].to_numpy()
+    truth = v - v @ weights  # one component: the fit's (precision-weighted) gauge
+    np.testing.assert_allclose(result.in_gauge(pd.Series(v + 7.0, index=names)), truth)
     assert (summary["upper"] - summary["lower"]).max() < 5e-3
     np.testing.assert_allclose(summary["mean"], truth, atol=2e-3)
     assert ((summary["lower"] <= truth + 1e-6) & (truth - 1e-6 <= summary["upper"])).all()
@@ -232,12 +241,54 @@ def test_gauge_is_centred_per_component_and_reference_moves_it():
     # Z is entered only from Y (one way): not bounded, so not in its component's centring.
     assert not bool(cd["bounded"].sel(state="Z"))
     assert cd["centring_weight"].sel(state="Z").item() == 0.0
+    # `in_gauge` moves any potentials into this gauge: the posterior mean is already there,
+    # a shifted copy per component comes back to it, a missing state empties its component
+    mean = result.summary().set_index("state")["mean"]
+    shifted = mean + np.where(mean.index.isin(["A", "B", "C"]), 3.0, -2.0)
+    np.testing.assert_allclose(result.in_gauge(shifted), mean.loc[list("ABCXYZ")], atol=1e-9)
+    partial = result.in_gauge(mean.drop("Y"))
+    assert partial[["X", "Y", "Z"]].isna().all() and partial[["A", "B", "C"]].notna().all()
     ref = fit(EquilibriumModel({"reference": "B"}), data, method="map", draws=300, chains=1)
     shifted = ref.potentials.isel(chain=0)
     np.testing.assert_allclose(shifted.sel(state="B"), 0.0, atol=1e-12)
     # Differences are gauge-free: the same in both fits.
     a_b = result.potentials.sel(state="A") - result.potentials.sel(state="B")
     np.testing.assert_allclose(shifted.sel(state="A") - shifted.sel(state="B"), a_b[0], atol=1e-9)
+
+
+def test_reported_gauge_weights_states_by_their_posterior_precision():
+    """`report_gauge` by hand: in each component Σ w V = 0 in every draw with w ∝ 1/Var(V)
+    over the bounded states (variances in the equal-weight gauge), unbounded states get no
+    weight, a component without bounded states keeps equal weights, a reference overrides,
+    and a single draw falls back to the data-only weights."""
+    rows = [
+        ("A", "B", 5), ("B", "A", 3), ("B", "C", 2), ("C", "B", 4), ("A", "C", 1), ("C", "A", 2),
+        ("C", "G", 3), ("D", "E", 3),
+    ]  # fmt: skip
+    visits = {"A": 20, "B": 20, "C": 20, "D": 10, "E": 10, "G": 10}
+    pairs = pair_data(_counts(rows, visits))
+    assert list(pairs.states) == ["A", "B", "C", "D", "E", "G"]
+    assert pairs.bounded.tolist() == [True, True, True, False, False, False]
+    rng = np.random.default_rng(0)
+    sd = np.array([0.1, 0.2, 2.0, 1.0, 1.0, 3.0])  # C: weakly pinned; G: unbounded
+    draws = rng.normal(size=(4000, 6)) * sd + np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    got, weights = pairs.report_gauge(draws.copy())
+    first = pairs.centre(draws)  # the equal-weight gauge the variances are read in
+    var = first[:, :3].var(axis=0)
+    np.testing.assert_allclose(weights[:3], (1 / var) / (1 / var).sum(), rtol=1e-12)
+    assert weights[2] < weights[0] / 3  # C, 20× noisier, counts for much less in the zero
+    np.testing.assert_allclose(weights[3:], [0.5, 0.5, 0.0])  # D, E: no bounded state
+    np.testing.assert_allclose(got[:, :3] @ weights[:3], 0.0, atol=1e-12)
+    np.testing.assert_allclose(got[:, 3:5].mean(axis=1), 0.0, atol=1e-12)
+    # the same draws up to one constant per component per draw
+    diff = got - draws
+    np.testing.assert_allclose(diff[:, :3], diff[:, [0]].repeat(3, 1), atol=1e-12)
+    # a reference overrides; one draw keeps the data-only weights
+    ref, ref_w = pairs.report_gauge(draws.copy(), "B")
+    np.testing.assert_allclose(ref[:, 1], 0.0, atol=1e-12)
+    assert ref_w[:3].tolist() == [0.0, 1.0, 0.0]
+    _, one = pairs.report_gauge(draws[:1].copy())
+    np.testing.assert_allclose(one, pairs.weights)
 
 
 def test_one_directional_pairs_give_finite_wide_intervals():

@@ -8,7 +8,9 @@ the fitted-scale driver, the feature model on the pair models' whitening); regen
 2026-12-04 with the kernel-likelihood arrays (`kern_*`) added, the pair arrays (`eq_*`, now
 with ``likelihood="pairs"``) unchanged by the code at that commit but not by the dependencies:
 the same code on that day's PyPI releases moved the MAPs by ~1e-9 and, through that, every
-NUTS trajectory.
+NUTS trajectory; regenerated again on 2026-12-05 for the precision-weighted gauge of the
+reported V (`PairData.report_gauge`): only the `V` arrays moved (by one constant per draw and
+component), every other array is reproduced within the tolerances below.
 
 So the comparison has the tolerance each kind of array can keep across releases of NumPy,
 SciPy, PyTensor and nutpie: MAP + Laplace draws (deterministic arithmetic) to 1e-6; the

@@ -195,11 +195,12 @@ def kernel_posterior(
     flat = np.ascontiguousarray(u.reshape(chains * draws, -1))
     v, r = _potential_and_remainder(flat, pairs.i, pairs.j, rho)
     del rho
-    v = pairs.with_reference(reference).centre(v, inplace=True)
+    v, weights = pairs.report_gauge(v, reference)
     dims = ("chain", "draw")
     shape = (chains, draws, -1)
     out = {
         "V": ((*dims, "state"), v.reshape(shape)),
+        "centring_weight": ("state", weights),
         "log_conductance": ((*dims, "pair"), u),
         "log_remainder": ((*dims, "state"), r.reshape(shape)),
     }

@@ -52,8 +52,11 @@ def laplace_posterior(
         else:
             tau = scale * np.abs(rng.standard_normal(draws))
     theta = prepared.map_result.theta
-    report = pairs.with_reference(reference)
-    variables: dict[str, Any] = {"V": (("chain", "draw", "state"), report.centre(v_draws)[None])}
+    v_draws, weights = pairs.report_gauge(v_draws, reference)
+    variables: dict[str, Any] = {
+        "V": (("chain", "draw", "state"), v_draws[None]),
+        "centring_weight": ("state", weights),
+    }
     if lay.fitted_sigma:
         variables["sigma_V"] = (("chain", "draw"), np.full((1, draws), density.sigma(theta)))
     if lay.nonequilibrium:

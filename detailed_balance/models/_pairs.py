@@ -12,7 +12,10 @@ one constant removed per component: the weighted mean over the component's bound
 strongly connected piece (size ≥ 2) of the component's directed count graph: inside it every
 difference is pinned from both sides; anything outside is pinned from one side only and its
 position comes from the prior. Centring over the bounded states keeps such prior-driven states
-from dragging the gauge of the well-measured ones.
+from dragging the gauge of the well-measured ones. The models' own gauge term uses these
+data-only weights; the reported draws (`PairData.report_gauge`) are then centred with weights
+∝ 1 / posterior variance over the bounded states (the precision-weighted gauge), which the
+fit stores as ``constant_data["centring_weight"]``.
 """
 
 from __future__ import annotations
@@ -95,6 +98,38 @@ class PairData:
             return values
         return values - means[..., self.component]
 
+    def report_gauge(
+        self, values: np.ndarray, reference: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draws of V (last axis = state) in the reported gauge, in place, and its centring
+        weights (K,). With `reference`: V(reference) = 0 in its component. Otherwise the
+        precision-weighted gauge: in each component, Σ w_f V_f = 0 with w_f ∝ 1 / Var(V_f)
+        over its bounded states, the variances those of the draws themselves (in the
+        equal-weight gauge). The gauge is arbitrary, but its choice sets how much of the
+        noise of a few weakly pinned states every other state's interval carries: with equal
+        weights, a handful of states resting on one count (wide, skewed posteriors) shift all
+        the well-measured ones by their own sd (measured on the peer matrix at 3,000 calls per
+        state: 0.82 coverage of 90% intervals, against 0.91 in this gauge). Components whose
+        draws do not vary (a single draw) keep the equal weights."""
+        if reference is not None:
+            report = self.with_reference(reference)
+            return report.centre(values, inplace=True), report.weights
+        self.centre(values, inplace=True)
+        flat = values.reshape(-1, values.shape[-1])
+        if len(flat) < 2:
+            return values, self.weights
+        comp, n = self.component, self.n_components
+        bounded = self.bounded & (self.weights > 0)
+        # One pass, not a fixed point: re-reading the variances in the new gauge makes the
+        # most precise state the reference (its variance → 0), which is no better a gauge.
+        var = _column_variance(flat)
+        raw = np.where(bounded, 1.0 / np.where(var > 0, var, np.nan), 0.0)
+        total = np.bincount(comp, np.where(np.isfinite(raw), raw, 0.0), n)
+        usable = (np.bincount(comp, ~np.isfinite(raw), n) == 0) & (total > 0)
+        weights = np.where(usable[comp], raw / np.where(total > 0, total, 1.0)[comp], self.weights)
+        _replace(self, weights=weights).centre(values, inplace=True)
+        return values, weights
+
     def with_reference(self, reference: str | None) -> PairData:
         """The same data with the gauge 'V(reference) = 0' in the reference's component."""
         if reference is None:
@@ -116,6 +151,20 @@ def _replace(data: PairData, **changes) -> PairData:
     fields = {name: getattr(data, name) for name in data.__dataclass_fields__}
     fields.update(changes)
     return PairData(**fields)
+
+
+def _column_variance(flat: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Variance of each column over the rows, two passes in blocks of rows (no full-size
+    temporary: at 10× the paper's scale the draws alone are gigabytes)."""
+    mean = np.zeros(flat.shape[1])
+    for start in range(0, len(flat), chunk):
+        mean += flat[start : start + chunk].sum(axis=0)
+    mean /= len(flat)
+    sq = np.zeros(flat.shape[1])
+    for start in range(0, len(flat), chunk):
+        block = flat[start : start + chunk] - mean
+        sq += np.einsum("ij,ij->j", block, block)
+    return sq / len(flat)
 
 
 def _segment_sum(

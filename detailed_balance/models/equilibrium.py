@@ -331,7 +331,7 @@ class PairModel:
         z = posterior["V_white"].transpose(*dims, "latent").to_numpy()
         v = white.apply(z)
         dv = v - white.centre if self.nonequilibrium else None
-        v = pairs.with_reference(self.model_config["reference"]).centre(v, inplace=True)
+        v, weights = pairs.report_gauge(v, self.model_config["reference"])
         out = {"V": ((*dims, "state"), v)}
         for name in self.sampler_variables:
             out[name] = posterior[name].transpose(*dims)
@@ -352,7 +352,8 @@ class PairModel:
             out["loop_affinity"] = ((*dims, "cycle"), loops)
         coords = {name: posterior[name] for name in dims}
         coords.update({k: v for k, v in self.coords(prepared).items() if k != "latent"})
-        return xr.Dataset(out, coords=coords)[self.stored_variables]
+        stored = xr.Dataset(out, coords=coords)[self.stored_variables]
+        return stored.assign(centring_weight=("state", weights))
 
     def laplace(self, prepared: PreparedPairs, draws: int, seed: int) -> xr.DataTree:
         """The ``map`` method's posterior (`_pair_laplace.laplace_posterior`)."""

@@ -296,6 +296,10 @@ def _complete(
     groups = {f"/{name}": tree[name].to_dataset() for name in tree.children}
     posterior = groups["/posterior"]
     groups["/constant_data"] = model.constant_data(prepared)
+    if "centring_weight" in posterior:
+        # the gauge the draws are reported in (`PairData.report_gauge`) depends on the draws
+        groups["/constant_data"]["centring_weight"] = posterior["centring_weight"]
+        posterior = groups["/posterior"] = posterior.drop_vars("centring_weight")
     groups["/observed_data"] = xr.Dataset(
         {"n_fg": ("pair", pairs.n_fg.astype(np.int64))}, coords={"pair": np.arange(pairs.n_pairs)}
     )

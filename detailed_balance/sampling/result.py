@@ -57,6 +57,21 @@ class BayesFit:
         """Draws of gauge-fixed V (chain, draw, state)."""
         return self.posterior["posterior"]["V"]
 
+    def in_gauge(self, values: pd.Series) -> pd.Series:
+        """Potentials given by state name (a known truth, another estimate) moved into this
+        fit's gauge: per component, the fit's centring weights (``constant_data
+        ["centring_weight"]``) applied to `values`, so they compare with the posterior's V
+        state by state. Indexed by the fit's modelled states; NaN where `values` lacks one."""
+        cd = self.posterior["constant_data"]
+        names = as_names(cd["state"].to_numpy())
+        v = values.reindex(names).to_numpy(float)
+        comp = cd["component"].to_numpy()
+        weights = cd["centring_weight"].to_numpy()
+        means = np.bincount(comp, np.nan_to_num(v) * weights, comp.max() + 1)
+        missing = np.bincount(comp, np.isnan(v) & (weights > 0), comp.max() + 1) > 0
+        means[missing] = np.nan
+        return pd.Series(v - means[comp], index=pd.Index(names, name="state"))
+
     def summary(self, ci: float = 0.9) -> pd.DataFrame:
         """Per state: ``state, mean, sd, lower, upper, bounded`` (equal-tailed `ci` interval).
 
