@@ -1,7 +1,7 @@
 """`detailed-balance demo`: the main job end to end on the embedded default, offline.
 
 The steps (collect → least action and the paper's checks → Bayesian fits and the verdict → the
-report → two simulated LLMs compared) are `detailed_balance.workflow.run_demo`; every step
+report → two simulated LLMs compared → a 10-replicate MAP calibration of its own data) are `detailed_balance.workflow.run_demo`; every step
 writes its files under `--out`; the last line is the report's path.
 """
 
@@ -18,6 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip-compare", action="store_true", help="stop after the single-LLM report"
     )
+    parser.add_argument(
+        "--calibration-replicates",
+        type=int,
+        default=10,
+        help="replicates per drive level of the closing calibration (0: skip it; default 10)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="dask workers of the calibration")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,5 +36,7 @@ def run(args: argparse.Namespace) -> int:
         calls=args.calls,
         states=args.states,
         skip_compare=args.skip_compare,
+        calibration_replicates=args.calibration_replicates,
+        workers=args.workers,
     )
     return 0
