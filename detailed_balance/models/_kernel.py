@@ -37,7 +37,9 @@ second part alone — coordinates u only, N_f replaced by M_f — which the Baye
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import minimize
@@ -301,7 +303,7 @@ class KernelDensity:
         )
         c = (sp.diags(1.0 / self.calls[used]) - w.T @ sp.diags(1.0 / d) @ w).tocsc()
         factor = ilu_whitening(c, np.zeros(c.shape[0]), drop_tol=0.0)
-        y = factor.apply(rng.standard_normal((draws, c.shape[0])))  # covariance C⁻¹
+        y = factor.apply(parallel_normals(rng, (draws, c.shape[0])))  # covariance C⁻¹
         # W y per draw as two gathers (a coordinate enters at most two states' π: a pair's
         # ends, or a remainder's own state), faster than the sparse product with 4,000 columns
         w = w.tocsr()
@@ -310,12 +312,8 @@ class KernelDensity:
         second = np.where(count > 1, w.indices[np.minimum(w.indptr[:-1] + 1, w.nnz - 1)], 0)
         q1 = np.where(count > 0, w.data[np.minimum(w.indptr[:-1], w.nnz - 1)], 0.0) / d
         q2 = np.where(count > 1, w.data[np.minimum(w.indptr[:-1] + 1, w.nnz - 1)], 0.0) / d
-        delta = y[:, first]
-        delta *= q1
-        delta += y[:, second] * q2
-        del y
-        delta += rng.standard_normal((draws, self.size)) / np.sqrt(d)
-        return delta
+        noise = parallel_normals(rng, (draws, self.size))
+        return _woodbury_combine(y, first, second, q1, q2, noise, np.sqrt(d))
 
     def potential_draws(self, thetas: np.ndarray) -> np.ndarray:
         """V = −log π per draw (draws × K), in the pair models' gauge."""
@@ -377,3 +375,42 @@ def multinomial_loglik(pairs: PairData, t_fg: np.ndarray, t_gf: np.ndarray) -> f
 
 
 __all__ = ["KernelDensity", "multinomial_loglik"]
+
+
+_BLOCKS = 8  # fixed, so the draws do not depend on the number of threads
+
+
+def parallel_fill(rng: np.random.Generator, rows: int, cols: int, fill) -> np.ndarray:
+    """A (rows × cols) array of random numbers made in `_BLOCKS` row blocks, each from its own
+    child of `rng` (`Generator.spawn`: reproducible, independent of how many threads run
+    them), the blocks on threads: NumPy's generators release the GIL, and at paper scale the
+    draws were a third of a `map` fit (2.9 s for 10⁸ normals on one core). `fill(child,
+    out)` writes a block in place."""
+    out = np.empty((rows, cols))
+    edges = np.linspace(0, rows, _BLOCKS + 1).astype(int)
+    children = rng.spawn(_BLOCKS)
+    jobs = [(c, out[a:b]) for c, a, b in zip(children, edges[:-1], edges[1:], strict=True) if b > a]
+    if rows * cols < 1_000_000 or numba.get_num_threads() == 1:
+        for child, block in jobs:
+            fill(child, block)
+        return out
+    with ThreadPoolExecutor(max_workers=numba.get_num_threads()) as pool:
+        list(pool.map(lambda job: fill(*job), jobs))
+    return out
+
+
+def parallel_normals(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Standard normals of `shape` (rows, cols) by `parallel_fill`."""
+    return parallel_fill(rng, shape[0], shape[1], lambda child, out: child.standard_normal(out=out))
+
+
+@numba.njit(parallel=True, cache=True)
+def _woodbury_combine(y, first, second, q1, q2, noise, sqrt_d):  # pragma: no cover (numba)
+    """δ = D̃⁻¹ W y + D̃^-½ ξ per draw (row), in place in `noise`: a coordinate enters at most
+    two states' π (a pair's ends, or a remainder's own state), so W y is two gathers. Fused
+    and parallel over draws: the numpy gathers over 4,000 × 27,000 entries took 2.6 s."""
+    draws, size = noise.shape
+    for r in numba.prange(draws):
+        for c in range(size):
+            noise[r, c] = y[r, first[c]] * q1[c] + y[r, second[c]] * q2[c] + noise[r, c] / sqrt_d[c]
+    return noise

@@ -58,7 +58,7 @@ import xarray as xr
 from detailed_balance.data import DataError, Transitions
 
 from ._density import MapResult
-from ._kernel import KernelDensity
+from ._kernel import KernelDensity, parallel_fill
 from ._kernel_op import jump_logp
 from ._pairs import PairData
 from ._whiten import Whitening, ilu_whitening
@@ -191,7 +191,7 @@ def kernel_posterior(
         rng = np.random.default_rng(int(np.float64(u.sum()).view(np.uint64)))
     chains, draws = u.shape[:2]
     a = prepared.remainder_prior
-    rho = rng.beta(density.stays + a, density.moves_out + a, size=(chains * draws, pairs.n_states))
+    rho = remainder_draws(density, a, chains * draws, rng)
     flat = np.ascontiguousarray(u.reshape(chains * draws, -1))
     v, r = _potential_and_remainder(flat, pairs.i, pairs.j, rho)
     del rho
@@ -205,6 +205,18 @@ def kernel_posterior(
         "log_remainder": ((*dims, "state"), r.reshape(shape)),
     }
     return xr.Dataset(out, coords=coords)
+
+
+def remainder_draws(
+    density: KernelDensity, a: float, draws: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(draws × K) exact draws of ρ_f ~ Beta(R_f + a, M_f + a), in parallel row blocks."""
+    alpha, beta = density.stays + a, density.moves_out + a
+
+    def fill(child, out):
+        out[...] = child.beta(alpha, beta, size=out.shape)
+
+    return parallel_fill(rng, draws, len(alpha), fill)
 
 
 @numba.njit(parallel=True, cache=True)
