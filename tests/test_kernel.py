@@ -219,3 +219,20 @@ def test_parallel_draws_are_reproducible_whatever_the_thread_count():
     np.testing.assert_array_equal(many, one)
     assert not np.array_equal(many[:50], many[50:100])  # block 0 vs block 1
     assert abs(many.mean()) < 0.005 and abs(many.std() - 1.0) < 0.005
+
+
+def test_laplace_draws_fall_back_to_conjugate_gradients_when_the_factor_does_not_fit(monkeypatch):
+    """At 10× the paper's scale SuperLU cannot hold the exact factor of C (MemoryError): the
+    draws then come, with a warning, from the matrix-free path — the same numbers it gives."""
+    pairs = pair_data(_transitions(TINY_COUNTS, TINY_VISITS))
+    density = KernelDensity(pairs, scale=3.0)
+    theta = density.find_map()
+    expected = density.laplace_draws(theta, 50, np.random.default_rng(7), direct=False)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(KernelDensity, "_woodbury_draws", no_memory)
+    with pytest.warns(RuntimeWarning, match="does not fit in memory"):
+        got = density.laplace_draws(theta, 50, np.random.default_rng(7))
+    np.testing.assert_array_equal(got, expected)
