@@ -250,11 +250,12 @@ def brute_force(design, specs):
         else:
             row.update(v_hits=0, v_total=0)
         post = neq.posterior
-        loops = (
-            post["posterior"]["loop_affinity"]
-            .to_numpy()
-            .reshape(-1, post["posterior"].sizes["cycle"])
-        )
+        n_cycles = post["posterior"].sizes.get("cycle", 0)
+        if n_cycles == 0:  # sparse designs: no 3-cycle with all six edges seen
+            row.update(loop_hits=0, loop_total=0)
+            rows.append(row)
+            continue
+        loops = post["posterior"]["loop_affinity"].to_numpy().reshape(-1, n_cycles)
         cd = post["constant_data"]
         cycles = pd.DataFrame({k: cd[f"cycle_{k}"].to_numpy() for k in "abc"})
         truth = cal.loop_truth(design, rep.affinity, cycles)
