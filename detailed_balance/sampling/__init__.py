@@ -6,7 +6,7 @@ from detailed_balance.models import constant_data
 
 from .hierarchy import sample
 from .inference import DEFAULT_SAMPLER_CONFIG, METHODS, FittableModel, fit, sampler_config
-from .result import BayesFit, FitFileError, load_fit
+from .result import BayesFit, FitFileError, in_gauge, load_fit
 
 __all__ = [
     "DEFAULT_SAMPLER_CONFIG",
@@ -16,6 +16,7 @@ __all__ = [
     "FittableModel",
     "constant_data",
     "fit",
+    "in_gauge",
     "load_fit",
     "sample",
     "sampler_config",

@@ -28,6 +28,18 @@ class FitFileError(DataError):
     names the file (a `DataError`, so the command line prints it without a traceback)."""
 
 
+def in_gauge(constant_data: xr.Dataset, values: pd.Series) -> pd.Series:
+    """`BayesFit.in_gauge` for a fit's ``constant_data`` group (a fit read as a DataTree)."""
+    names = as_names(constant_data["state"].to_numpy())
+    v = values.reindex(names).to_numpy(float)
+    comp = constant_data["component"].to_numpy()
+    weights = constant_data["centring_weight"].to_numpy()
+    means = np.bincount(comp, np.nan_to_num(v) * weights, comp.max() + 1)
+    missing = np.bincount(comp, np.isnan(v) & (weights > 0), comp.max() + 1) > 0
+    means[missing] = np.nan
+    return pd.Series(v - means[comp], index=pd.Index(names, name="state"))
+
+
 @dataclass
 class BayesFit:
     """A fitted pair model: ``posterior`` (xarray.DataTree), the ``data``, the ``model``
@@ -62,15 +74,7 @@ class BayesFit:
         fit's gauge: per component, the fit's centring weights (``constant_data
         ["centring_weight"]``) applied to `values`, so they compare with the posterior's V
         state by state. Indexed by the fit's modelled states; NaN where `values` lacks one."""
-        cd = self.posterior["constant_data"]
-        names = as_names(cd["state"].to_numpy())
-        v = values.reindex(names).to_numpy(float)
-        comp = cd["component"].to_numpy()
-        weights = cd["centring_weight"].to_numpy()
-        means = np.bincount(comp, np.nan_to_num(v) * weights, comp.max() + 1)
-        missing = np.bincount(comp, np.isnan(v) & (weights > 0), comp.max() + 1) > 0
-        means[missing] = np.nan
-        return pd.Series(v - means[comp], index=pd.Index(names, name="state"))
+        return in_gauge(self.posterior["constant_data"], values)
 
     def summary(self, ci: float = 0.9) -> pd.DataFrame:
         """Per state: ``state, mean, sd, lower, upper, bounded`` (equal-tailed `ci` interval).

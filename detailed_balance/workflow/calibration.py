@@ -60,7 +60,7 @@ from detailed_balance.data.files import write_text_atomic as _write_text
 from detailed_balance.diagnostics import FitError, as_tree, same_data, stack_draws
 from detailed_balance.diagnostics.kernel_ppc import multinomial_rows
 from detailed_balance.models import model_from_name
-from detailed_balance.sampling import fit, load_fit
+from detailed_balance.sampling import fit, in_gauge, load_fit
 
 from ._tasks import run_tasks
 from .verdict import bayes_check
@@ -401,12 +401,8 @@ def centred_truth(result: Any, potential: pd.Series) -> tuple[np.ndarray, np.nda
     """(truth, bounded) on the fit's states, the truth centred with the fit's own centring
     weights per component (the gauge the fit reports V in)."""
     const = as_tree(result)["constant_data"]
-    names = pd.Index(np.asarray(const["state"].values, dtype=object))
-    truth = potential.reindex(names).to_numpy(float)
-    weights = np.asarray(const["centring_weight"].values, dtype=float)
-    comp = np.asarray(const["component"].values, dtype=np.int64)
-    means = np.bincount(comp, weights * truth, comp.max() + 1)
-    return truth - means[comp], np.asarray(const["bounded"].values, dtype=bool)
+    truth = in_gauge(const.to_dataset(), potential).to_numpy()
+    return truth, np.asarray(const["bounded"].values, dtype=bool)
 
 
 def v_coverage(result: Any, potential: pd.Series, ci: float = CALIBRATION_CI) -> np.ndarray:
